@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project builds and tests with, and only those that are missing.
+# Usage: scripts/install_deps.sh            (build + test dependencies)
+# Prints what it installs; prints nothing to do when everything is present.
+set -euo pipefail
+
+packages=(
+  cmake g++ make         # the build
+  libeigen3-dev          # CPU GEMM (Eigen 3.4)
+  libstb-dev             # image decode/encode headers
+  doctest-dev            # the test framework
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install_deps: all packages present (${packages[*]})"
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    echo "install_deps: missing packages (${missing[*]}) and not root; install them with apt-get" >&2
+    exit 1
+  fi
+fi
+
+echo "install_deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install_deps: done"

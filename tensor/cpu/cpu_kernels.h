@@ -1,0 +1,40 @@
+#pragma once
+// CPU bodies of the primitive ops of tensor/kernels.h (same signatures, namespace tl::cpu).
+// Arguments are already checked by the caller; inputs may have any strides.
+#include "tensor/kernels.h"
+
+namespace tl::cpu {
+
+using kernels::Binary;
+using kernels::Conv2dParams;
+using kernels::Reduce;
+using kernels::Unary;
+using kernels::UnaryParams;
+
+void copy_(const Tensor& dst, const Tensor& src);
+void fill_(const Tensor& dst, double value);
+void fill_random_(const Tensor& dst, kernels::Distribution d, double a, double b, uint64_t seed, uint64_t offset);
+
+Tensor unary(Unary op, const Tensor& x, UnaryParams p);
+Tensor unary_backward(Unary op, const Tensor& x, const Tensor& grad, UnaryParams p);
+Tensor binary(Binary op, const Tensor& a, const Tensor& b);
+Tensor reduce(Reduce op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
+Tensor bmm(const Tensor& a, const Tensor& b);
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Conv2dParams p);
+Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x_shape, Conv2dParams p);
+Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& w_shape, Conv2dParams p);
+
+std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw);
+Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape);
+
+kernels::BatchNormOutput batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                    const Tensor& running_mean, const Tensor& running_var, bool training,
+                                    double momentum, double eps);
+kernels::BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
+                                            const Tensor& mean, const Tensor& invstd, bool training);
+
+Tensor nll_loss(const Tensor& logp, const Tensor& target);
+Tensor nll_loss_backward(const Tensor& grad, const Tensor& logp, const Tensor& target);
+
+}  // namespace tl::cpu

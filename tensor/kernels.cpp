@@ -1,0 +1,115 @@
+// Device dispatch of the primitive ops. Every op checks that its tensor arguments share one device
+// and then runs the CPU body or the CUDA backend's.
+#include "tensor/kernels.h"
+
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+
+#include "tensor/cpu/cpu_kernels.h"
+
+namespace tl::kernels {
+
+namespace {
+
+// The device all defined tensors share; throws naming the op and both devices otherwise.
+Device common_device(const char* op, std::initializer_list<const Tensor*> ts) {
+  const Tensor* first = nullptr;
+  for (const Tensor* t : ts) {
+    if (!t->defined()) continue;
+    if (!first) first = t;
+    else if (t->device() != first->device())
+      throw_op_error(op, "tensors on different devices: " + first->device().str() + " and " + t->device().str());
+  }
+  if (!first) throw std::logic_error(std::string(op) + ": no defined tensor argument");
+  return first->device();
+}
+
+// The place a CUDA body will be called from; until the cuda/ backend provides one, a clear error.
+[[noreturn]] void no_device_kernel(const char* op, Device d) {
+  throw std::runtime_error(std::string(op) + ": no kernel for " + d.str() + " in this build");
+}
+
+}  // namespace
+
+#define TL_DISPATCH(op, call, ...)                                     \
+  do {                                                                 \
+    const Device dev_ = common_device(op, {__VA_ARGS__});              \
+    if (dev_.is_cpu()) return cpu::call;                               \
+    no_device_kernel(op, dev_);                                        \
+  } while (0)
+
+void copy_(const Tensor& dst, const Tensor& src) {
+  if (dst.device().is_cpu() && src.device().is_cpu()) return cpu::copy_(dst, src);
+  no_device_kernel("copy_", dst.device().is_cpu() ? src.device() : dst.device());
+}
+void fill_(const Tensor& dst, double value) { TL_DISPATCH("fill_", fill_(dst, value), &dst); }
+void fill_random_(const Tensor& dst, Distribution d, double a, double b, uint64_t seed, uint64_t offset) {
+  TL_DISPATCH("random", fill_random_(dst, d, a, b, seed, offset), &dst);
+}
+
+const char* unary_name(Unary op) {
+  static const char* names[] = {"neg",  "exp",     "log",  "sqrt", "abs",  "pow",   "clamp",
+                                "sigmoid", "tanh", "relu", "gelu", "silu", "pysilu"};
+  return names[static_cast<int>(op)];
+}
+const char* binary_name(Binary op) {
+  static const char* names[] = {"add", "sub", "mul", "div", "eq", "gt", "lt", "ge", "le",
+                                "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward"};
+  return names[static_cast<int>(op)];
+}
+
+Tensor unary(Unary op, const Tensor& x, UnaryParams p) { TL_DISPATCH(unary_name(op), unary(op, x, p), &x); }
+Tensor unary_backward(Unary op, const Tensor& x, const Tensor& grad, UnaryParams p) {
+  TL_DISPATCH(unary_name(op), unary_backward(op, x, grad, p), &x, &grad);
+}
+Tensor binary(Binary op, const Tensor& a, const Tensor& b) {
+  if (a.dtype() != b.dtype())
+    throw_op_error(binary_name(op), std::string("dtype mismatch: ") + dtype_name(a.dtype()) + " " +
+                                        shape_str(a.shape()) + " and " + dtype_name(b.dtype()) + " " +
+                                        shape_str(b.shape()));
+  TL_DISPATCH(binary_name(op), binary(op, a, b), &a, &b);
+}
+Tensor reduce(Reduce op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  TL_DISPATCH("reduce", reduce(op, x, dims, keepdim), &x);
+}
+Tensor bmm(const Tensor& a, const Tensor& b) { TL_DISPATCH("matmul", bmm(a, b), &a, &b); }
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Conv2dParams p) {
+  TL_DISPATCH("conv2d", conv2d(x, w, bias, p), &x, &w, &bias);
+}
+Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x_shape, Conv2dParams p) {
+  TL_DISPATCH("conv2d_backward_input", conv2d_backward_input(grad, w, x_shape, p), &grad, &w);
+}
+Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& w_shape, Conv2dParams p) {
+  TL_DISPATCH("conv2d_backward_weight", conv2d_backward_weight(grad, x, w_shape, p), &grad, &x);
+}
+
+std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw) {
+  TL_DISPATCH("max_pool2d", max_pool2d(x, kh, kw, sh, sw), &x);
+}
+Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape) {
+  TL_DISPATCH("max_pool2d_backward", max_pool2d_backward(grad, indices, x_shape), &grad, &indices);
+}
+
+BatchNormOutput batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                           const Tensor& running_var, bool training, double momentum, double eps) {
+  TL_DISPATCH("batch_norm", batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps), &x,
+              &weight, &bias, &running_mean, &running_var);
+}
+BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                                   const Tensor& invstd, bool training) {
+  TL_DISPATCH("batch_norm_backward", batch_norm_backward(grad, x, weight, mean, invstd, training), &grad, &x,
+              &weight, &mean, &invstd);
+}
+
+Tensor nll_loss(const Tensor& logp, const Tensor& target) {
+  TL_DISPATCH("nll_loss", nll_loss(logp, target), &logp, &target);
+}
+Tensor nll_loss_backward(const Tensor& grad, const Tensor& logp, const Tensor& target) {
+  TL_DISPATCH("nll_loss_backward", nll_loss_backward(grad, logp, target), &grad, &logp, &target);
+}
+
+#undef TL_DISPATCH
+
+}  // namespace tl::kernels

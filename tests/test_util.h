@@ -1,0 +1,57 @@
+#pragma once
+// Helpers shared by the tests: tolerance comparisons that print their evidence on failure.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "autograd/ops.h"
+#include "tensor/parallel.h"
+#include "tensor/random.h"
+
+namespace tl::testing {
+
+// Max abs error, relative to the largest magnitude of `expected` (at least 1e-30), and where.
+struct Comparison {
+  double max_abs = 0, rel = 0;
+  int64_t worst = -1;
+  double got = 0, want = 0;
+  std::string str(double tol) const {
+    std::ostringstream os;
+    os << "max abs error " << max_abs << ", relative " << rel << " (tolerance " << tol << ") at flat index " << worst
+       << ": got " << got << ", expected " << want;
+    return os.str();
+  }
+};
+
+inline Comparison compare(const Tensor& got, const Tensor& want) {
+  REQUIRE_MESSAGE(got.shape() == want.shape(), "shape " << shape_str(got.shape()) << " vs " << shape_str(want.shape()));
+  std::vector<double> g = got.to_vector<double>(), w = want.to_vector<double>();
+  Comparison c;
+  double scale = 1e-30;
+  for (double v : w) scale = std::max(scale, std::abs(v));
+  for (size_t i = 0; i < g.size(); ++i) {
+    // NaN where NaN is expected is a match; NaN on one side only is the worst possible error.
+    double e = std::isnan(g[i]) || std::isnan(w[i]) ? (std::isnan(g[i]) == std::isnan(w[i]) ? 0.0 : INFINITY)
+                                                     : std::abs(g[i] - w[i]);
+    if (e > c.max_abs || c.worst < 0) {
+      c.max_abs = e;
+      c.worst = static_cast<int64_t>(i);
+      c.got = g[i];
+      c.want = w[i];
+    }
+  }
+  c.rel = c.max_abs / scale;
+  return c;
+}
+
+// CHECKs that `got` matches `want` to relative tolerance `tol` (max abs error / max |want|).
+#define TL_CHECK_CLOSE(got, want, tol)                                     \
+  do {                                                                     \
+    auto tl_cmp_ = ::tl::testing::compare((got), (want));                  \
+    CHECK_MESSAGE(tl_cmp_.rel <= (tol), tl_cmp_.str(tol));                 \
+  } while (0)
+
+}  // namespace tl::testing
