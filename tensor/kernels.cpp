@@ -19,7 +19,8 @@ Device common_device(const char* op, std::initializer_list<const Tensor*> ts) {
     if (!t->defined()) continue;
     if (!first) first = t;
     else if (t->device() != first->device())
-      throw_op_error(op, "tensors on different devices: " + first->device().str() + " and " + t->device().str());
+      throw_op_error(op, "tensors on different devices: " + shape_str(first->shape()) + " on " + first->device().str() +
+                             " and " + shape_str(t->shape()) + " on " + t->device().str());
   }
   if (!first) throw std::logic_error(std::string(op) + ": no defined tensor argument");
   return first->device();

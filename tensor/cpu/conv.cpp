@@ -37,15 +37,6 @@ using SMat = Eigen::Map<RowMatrix<T>, 0, Eigen::OuterStride<>>;
 template <typename T>
 using CSMat = Eigen::Map<const RowMatrix<T>, 0, Eigen::OuterStride<>>;
 
-// x itself when contiguous, else a contiguous copy (the loops index raw (N, C, H, W) buffers). Goes
-// through the copy kernel, so no autograd history is recorded.
-Tensor contiguous_copy(const Tensor& x) {
-  if (x.is_contiguous()) return x;
-  Tensor c = empty(x.shape(), x.options());
-  copy_(c, x);
-  return c;
-}
-
 // The sizes of one convolution: input image (C, H, W), kernel (kh, kw), output (Ho, Wo).
 struct Geometry {
   int64_t C, H, W, kh, kw, Ho, Wo;

@@ -36,6 +36,13 @@ void copy_(const Tensor& dst, const Tensor& src) {
   });
 }
 
+Tensor contiguous_copy(const Tensor& x) {
+  if (x.is_contiguous()) return x;
+  Tensor c = empty(x.shape(), x.options());
+  copy_(c, x);
+  return c;
+}
+
 void fill_(const Tensor& dst, double value) {
   if (dst.numel() == 0) return;
   auto plan = make_strided_plan<1>(dst.shape(), {dst.strides()});

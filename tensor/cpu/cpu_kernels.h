@@ -12,6 +12,9 @@ using kernels::Unary;
 using kernels::UnaryParams;
 
 void copy_(const Tensor& dst, const Tensor& src);
+// x itself when contiguous, else a contiguous copy made by copy_ (no autograd history), for the
+// kernels whose loops index raw (N, C, ...) buffers.
+Tensor contiguous_copy(const Tensor& x);
 void fill_(const Tensor& dst, double value);
 void fill_random_(const Tensor& dst, kernels::Distribution d, double a, double b, uint64_t seed, uint64_t offset);
 

@@ -11,13 +11,6 @@ namespace tl::cpu {
 
 namespace {
 
-Tensor contiguous_copy(const Tensor& x) {
-  if (x.is_contiguous()) return x;
-  Tensor c = empty(x.shape(), x.options());
-  copy_(c, x);
-  return c;
-}
-
 struct NllDims {
   int64_t n, c, s;
   explicit NllDims(const Tensor& logp) {

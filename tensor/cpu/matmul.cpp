@@ -39,8 +39,8 @@ void with_matrix(const T* p, int64_t rows, int64_t cols, int64_t s_row, int64_t 
 
 Tensor bmm(const Tensor& a_in, const Tensor& b_in) {
   // a (B, M, K), b (B, K, N) -> (B, M, N)
-  const Tensor a = mappable(a_in) ? a_in : a_in.detach().contiguous();  // detach: kernels record nothing
-  const Tensor b = mappable(b_in) ? b_in : b_in.detach().contiguous();
+  const Tensor a = mappable(a_in) ? a_in : contiguous_copy(a_in);
+  const Tensor b = mappable(b_in) ? b_in : contiguous_copy(b_in);
   const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
   Tensor out = empty({B, M, N}, a.options());
   dispatch_floating(a.dtype(), "matmul", [&]<typename T>() {

@@ -13,14 +13,6 @@ namespace tl::cpu {
 
 namespace {
 
-// x itself when contiguous, else a contiguous copy (the loops below index (N, C, S) directly).
-Tensor contiguous_copy(const Tensor& x) {
-  if (x.is_contiguous()) return x;
-  Tensor c = empty(x.shape(), x.options());
-  copy_(c, x);
-  return c;
-}
-
 // x (N, C, S...) read as (N, C, S).
 struct NCS {
   int64_t n, c, s;
