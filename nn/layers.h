@@ -1,0 +1,93 @@
+#pragma once
+// The layer set: convolutions, batch norm, pooling, activations and containers. Constructors
+// initialize as PyTorch does (kaiming-uniform with a = sqrt(5) for conv weights, uniform bias in
+// +-1/sqrt(fan_in), BatchNorm weight 1 and bias 0) from a seeded generator (default: the global one).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/module.h"
+#include "tensor/random.h"
+
+namespace tl::nn {
+
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in_channels, int64_t out_channels, Size2 kernel, Size2 stride = 1, Size2 padding = 0,
+         bool bias = true, Generator* gen = nullptr);
+  Tensor forward(const Tensor& x) override;  // (N, Cin, H, W) -> (N, Cout, Ho, Wo)
+  Tensor weight, bias;                       // (Cout, Cin, kh, kw), (Cout) or undefined
+  Size2 stride, padding;
+};
+
+class ConvTranspose2d : public Module {
+ public:
+  ConvTranspose2d(int64_t in_channels, int64_t out_channels, Size2 kernel, Size2 stride = 1, Size2 padding = 0,
+                  bool bias = true, Generator* gen = nullptr);
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias;  // (Cin, Cout, kh, kw) as torch, (Cout) or undefined
+  Size2 stride, padding;
+};
+
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(int64_t num_features, double eps = 1e-5, double momentum = 0.1);
+  Tensor forward(const Tensor& x) override;  // (N, C, H, W); counts num_batches_tracked in training
+  Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+  double eps, momentum;
+};
+
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(Size2 kernel, Size2 stride = 0) : kernel_(kernel), stride_(stride) {}
+  Tensor forward(const Tensor& x) override { return max_pool2d(x, kernel_, stride_); }
+
+ private:
+  Size2 kernel_, stride_;
+};
+
+class ReLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return relu(x); }
+};
+class GELU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return gelu(x); }
+};
+class SiLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return silu(x); }
+};
+class PySiLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return pysilu(x); }
+};
+class Identity : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
+};
+
+// "relu", "gelu", "silu" or "pysilu"; anything else is an error listing these.
+std::shared_ptr<Module> make_activation(const std::string& name);
+const std::vector<std::string>& activation_names();
+
+// Children named "0", "1", ...; forward runs them in order.
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  explicit Sequential(const std::vector<std::shared_ptr<Module>>& modules);
+  void push_back(std::shared_ptr<Module> m);
+  Tensor forward(const Tensor& x) override;
+  size_t size() const { return children().size(); }
+};
+
+// Children named "0", "1", ... without a forward of its own (torch.nn.ModuleList).
+class ModuleList : public Module {
+ public:
+  void push_back(std::shared_ptr<Module> m);
+  size_t size() const { return children().size(); }
+  Module& operator[](size_t i) const { return *children().at(i).second; }
+  Tensor forward(const Tensor&) override;  // throws: a list is not callable
+};
+
+}  // namespace tl::nn

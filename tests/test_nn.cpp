@@ -1,0 +1,237 @@
+// nn: modules and state dicts, layers and their initialization, the UNet, checkpoints, interop errors.
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "nn/checkpoint.h"
+#include "nn/interop.h"
+#include "nn/layers.h"
+#include "nn/unet.h"
+#include "tests/test_util.h"
+
+using namespace tl;
+using namespace tl::nn;
+namespace fs = std::filesystem;
+
+namespace {
+
+UNetConfig small_config(const std::string& act = "relu") {
+  UNetConfig c;
+  c.features = {4, 8};
+  c.activation = act;
+  return c;
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("tl_test_nn_" + std::to_string(::getpid()));
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+}  // namespace
+
+TEST_CASE("the default UNet has the design's parameter count and PyTorch's names") {
+  UNet net;
+  CHECK(net.num_parameters() == 31037633);
+  NamedTensors sd = net.state_dict();
+  std::vector<std::string> names;
+  for (auto& [n, t] : sd) names.push_back(n);
+  // torch's order: ups, downs, bottleneck, final_conv; within a module its params, then buffers.
+  CHECK(names.front() == "ups.0.weight");
+  CHECK(names[1] == "ups.0.bias");
+  CHECK(names[2] == "ups.1.conv.0.weight");
+  CHECK(names[3] == "ups.1.conv.1.weight");
+  CHECK(names[4] == "ups.1.conv.1.bias");
+  CHECK(names[5] == "ups.1.conv.1.running_mean");
+  CHECK(names[6] == "ups.1.conv.1.running_var");
+  CHECK(names[7] == "ups.1.conv.1.num_batches_tracked");
+  CHECK(names[8] == "ups.1.conv.3.weight");
+  CHECK(names.back() == "final_conv.bias");
+  auto has = [&](const std::string& n) { return std::find(names.begin(), names.end(), n) != names.end(); };
+  CHECK(has("downs.3.conv.4.running_var"));
+  CHECK(has("bottleneck.conv.0.weight"));
+  CHECK(has("ups.6.weight"));
+  CHECK(has("ups.7.conv.4.bias"));
+  CHECK_FALSE(has("downs.0.conv.0.bias"));  // conv bias off by default
+  CHECK(sd.size() == /*transposed convs*/ 4 * 2 + /*final*/ 2 + /*double convs*/ 9 * (2 + 2 * 5));
+  UNetConfig with_bias;
+  with_bias.conv_bias = true;
+  CHECK(UNet(with_bias).num_parameters() == 31037633 + 2 * (64 + 128 + 256 + 512 + 1024) + 2 * (64 + 128 + 256 + 512));
+}
+
+TEST_CASE("layer initialization follows PyTorch's bounds") {
+  Generator g(3);
+  Conv2d c(16, 8, 3, 1, 1, true, &g);
+  const double bound = 1.0 / std::sqrt(16.0 * 9);
+  CHECK(max(abs(c.weight)).item() <= bound);
+  CHECK(max(abs(c.weight)).item() > 0.9 * bound);
+  CHECK(max(abs(c.bias)).item() <= bound);
+  ConvTranspose2d t(16, 8, 2, 2, 0, true, &g);
+  CHECK(t.weight.shape() == Shape{16, 8, 2, 2});
+  CHECK(max(abs(t.weight)).item() <= 1.0 / std::sqrt(8.0 * 4));  // torch's fan_in uses dim 1 here
+  CHECK(max(abs(t.weight)).item() > 0.9 / std::sqrt(8.0 * 4));
+  BatchNorm2d bn(5);
+  CHECK(bn.weight.to_vector<float>() == std::vector<float>(5, 1.0f));
+  CHECK(bn.running_var.to_vector<float>() == std::vector<float>(5, 1.0f));
+  CHECK(bn.num_batches_tracked.dtype() == kInt64);
+  // Same seed, same weights.
+  Generator g1(7), g2(7);
+  CHECK(UNet(small_config(), &g1).state_dict()[0].second.to_vector<float>() ==
+        UNet(small_config(), &g2).state_dict()[0].second.to_vector<float>());
+}
+
+TEST_CASE("train and eval, BatchNorm statistics and num_batches_tracked") {
+  BatchNorm2d bn(3);
+  Tensor x = randn({4, 3, 5, 5});
+  bn.forward(x);
+  bn.forward(x);
+  CHECK(bn.num_batches_tracked.item() == 2);
+  CHECK(max(abs(bn.running_mean)).item() > 0);
+  bn.eval();
+  CHECK_FALSE(bn.is_training());
+  std::vector<float> rm = bn.running_mean.to_vector<float>();
+  bn.forward(x);
+  CHECK(bn.running_mean.to_vector<float>() == rm);
+  CHECK(bn.num_batches_tracked.item() == 2);
+  CHECK_THROWS_WITH_AS(bn.forward(zeros({3, 5})), "BatchNorm2d: expected a 4-D input (N, C, H, W), got (3,5)",
+                       std::invalid_argument);
+}
+
+TEST_CASE("the UNet runs any input size, cropping skips, and returns logits") {
+  Generator g(1);
+  UNet net(small_config("pysilu"), &g);
+  CHECK(net.forward(randn({2, 3, 16, 24})).shape() == Shape{2, 1, 16, 24});
+  CHECK(net.forward(randn({1, 3, 17, 23})).shape() == Shape{1, 1, 16, 20});  // 17 -> 8 -> 4 -> 8 -> 16
+  Tensor y = net.forward(randn({2, 3, 12, 12}));
+  binary_cross_entropy_with_logits(y, zeros_like(y.detach())).backward();
+  for (auto& [name, p] : net.named_parameters()) CHECK_MESSAGE(p.grad().defined(), name);
+  net.zero_grad();
+  CHECK_FALSE(net.parameters()[0].grad().defined());
+  CHECK_THROWS_WITH_AS(net.forward(randn({1, 4, 16, 16})), "UNet: expected input (N, 3, H, W), got (1,4,16,16)",
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(net.forward(randn({1, 3, 3, 16})),
+                       "UNet: input (1,3,3,16) is smaller than 2^2 on a side, too small for 2 poolings",
+                       std::invalid_argument);
+}
+
+TEST_CASE("load_state_dict is strict and names every fault") {
+  UNet a(small_config()), b(small_config());
+  std::map<std::string, Tensor> sd;
+  for (auto& [n, t] : a.state_dict()) sd[n] = t.clone();
+  b.load_state_dict(sd);
+  CHECK(b.state_dict()[0].second.to_vector<float>() == a.state_dict()[0].second.to_vector<float>());
+
+  auto bad = sd;
+  bad.erase("final_conv.bias");
+  bad["extra.weight"] = zeros({1});
+  bad["downs.0.conv.0.weight"] = zeros({4, 3, 5, 5});
+  std::vector<float> before = b.state_dict()[0].second.to_vector<float>();
+  try {
+    b.load_state_dict(bad);
+    FAIL("expected an error");
+  } catch (const std::runtime_error& e) {
+    const std::string m = e.what();
+    CHECK(m.find("wrong shape: downs.0.conv.0.weight (checkpoint (4,3,5,5), model (4,3,3,3))") != std::string::npos);
+    CHECK(m.find("missing: final_conv.bias") != std::string::npos);
+    CHECK(m.find("unexpected: extra.weight") != std::string::npos);
+  }
+  CHECK(b.state_dict()[0].second.to_vector<float>() == before);  // nothing written on failure
+}
+
+TEST_CASE("UNet config metadata round trip and errors") {
+  UNetConfig c;
+  c.features = {8, 16, 32};
+  c.activation = "gelu";
+  c.conv_bias = true;
+  auto md = c.to_metadata();
+  CHECK(md.at("features") == "8,16,32");
+  CHECK(md.at("conv_bias") == "true");
+  CHECK(md.at("in_channels") == "3");
+  UNetConfig r = UNetConfig::from_metadata(md);
+  CHECK(r.features == c.features);
+  CHECK(r.activation == "gelu");
+  CHECK(r.conv_bias);
+  md.erase("activation");
+  CHECK_THROWS_WITH_AS(UNetConfig::from_metadata(md),
+                       "UNet config: metadata key 'activation' is missing (a checkpoint needs model, in_channels, "
+                       "out_channels, features, activation, conv_bias)",
+                       std::invalid_argument);
+  md["activation"] = "swish";
+  CHECK_THROWS_WITH_AS(UNetConfig::from_metadata(md),
+                       "UNet config: unknown activation 'swish' (expected relu, gelu, silu or pysilu)", std::invalid_argument);
+  md["activation"] = "relu";
+  md["features"] = "8,,16";
+  CHECK_THROWS_WITH_AS(UNetConfig::from_metadata(md), "UNet config: metadata 'features' = '' is not a positive integer",
+                       std::invalid_argument);
+}
+
+TEST_CASE("checkpoints rebuild the model, and bad ones are clear errors") {
+  TempDir dir;
+  Generator g(11);
+  UNet net(small_config("silu"), &g);
+  net.forward(randn({2, 3, 8, 8}));  // move the running statistics
+  TrainingState st{12, 3, 20, 4096};
+  save_checkpoint(dir / "w.safetensors", net, nullptr, st, {{"note", "x"}});
+  Checkpoint c = load_checkpoint(dir / "w.safetensors");
+  CHECK(c.config.activation == "silu");
+  CHECK(c.state.step == 12);
+  CHECK(c.state.epoch == 3);
+  CHECK(c.state.rng_offset == 4096);
+  CHECK(c.metadata.at("note") == "x");
+  CHECK(c.optim_state.empty());
+  auto copy = unet_from_checkpoint(c);
+  copy->eval();
+  net.eval();
+  Tensor x = randn({1, 3, 8, 8});
+  NoGradGuard ng;
+  CHECK(copy->forward(x).to_vector<float>() == net.forward(x).to_vector<float>());
+
+  // Without config metadata.
+  safetensors::save(dir / "bare.safetensors", net.state_dict());
+  CHECK_THROWS_WITH_AS(load_checkpoint(dir / "bare.safetensors"),
+                       (dir / "bare.safetensors" + ": not a UNet checkpoint: UNet config: metadata key 'model' is missing "
+                                                   "(a checkpoint needs model, in_channels, out_channels, features, "
+                                                   "activation, conv_bias)").c_str(),
+                       std::runtime_error);
+  // A wrong-shaped weight, through the interop entry point.
+  auto sd = net.state_dict();
+  for (auto& [n, t] : sd)
+    if (n == "final_conv.weight") t = zeros({1, 4, 3, 3});
+  safetensors::save(dir / "bad.safetensors", sd, small_config().to_metadata());
+  safetensors::save(dir / "in.safetensors", {{"input", randn({1, 3, 8, 8})}});
+  try {
+    unet_forward(dir / "bad.safetensors", dir / "in.safetensors", false);
+    FAIL("expected an error");
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()).find("wrong shape: final_conv.weight (checkpoint (1,4,3,3), model (1,4,1,1))") !=
+          std::string::npos);
+  }
+}
+
+TEST_CASE("unet_forward: eval output and a train step with every gradient and buffer") {
+  TempDir dir;
+  Generator g(5);
+  UNet net(small_config(), &g);
+  save_checkpoint(dir / "w.safetensors", net);
+  Tensor x = randn({2, 3, 8, 12}, kFloat32, &g);
+  Tensor t = gt(rand({2, 1, 8, 12}, kFloat32, &g), 0.5).to(kFloat32);
+  safetensors::save(dir / "in.safetensors", {{"input", x}, {"target", t}});
+  auto eval_out = unet_forward(dir / "w.safetensors", dir / "in.safetensors", false);
+  REQUIRE(eval_out.size() == 1);
+  CHECK(eval_out[0].first == "output");
+  auto train_out = unet_forward(dir / "w.safetensors", dir / "in.safetensors", true);
+  std::map<std::string, Tensor> m(train_out.begin(), train_out.end());
+  CHECK(m.at("loss").dim() == 0);
+  CHECK(m.count("grad.final_conv.weight"));
+  CHECK(m.at("buffer.downs.0.conv.1.num_batches_tracked").item() == 1);
+  CHECK(m.size() == 2 + net.named_parameters().size() + net.named_buffers().size());
+  safetensors::save(dir / "no_target.safetensors", {{"input", x}});
+  CHECK_THROWS_WITH_AS(unet_forward(dir / "w.safetensors", dir / "no_target.safetensors", true),
+                       doctest::Contains((dir / "no_target.safetensors" + ": no tensor 'target'").c_str()),
+                       std::runtime_error);
+}
