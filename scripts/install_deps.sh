@@ -9,6 +9,8 @@ packages=(
   libeigen3-dev          # CPU GEMM (Eigen 3.4)
   libstb-dev             # image decode/encode headers
   doctest-dev            # the test framework
+  python3-torch          # the PyTorch reference of the parity tests (run with /usr/bin/python3)
+  libopenblas-dev        # without it Debian's torch falls back to a reference BLAS 30x slower
 )
 
 missing=()
