@@ -10,6 +10,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "tensor/kernels.h"
+#include "tensor/profile.h"
 
 namespace tl {
 
@@ -88,11 +89,15 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
                                            pair_str(padding.h, padding.w));
   const kernels::Conv2dParams p = params(stride, padding);
   const Shape out_shape{x.size(0), weight.size(1), Ho, Wo};
+  // One GEMM's work: every input pixel times every weight.
+  const double flops = 2.0 * static_cast<double>(x.size(0) * x.size(2) * x.size(3) * weight.numel());
+  profile::Scope scope(profile::Kind::ConvTranspose, flops);
   Tensor out = kernels::conv2d_backward_input(x, weight, out_shape, p);
   if (bias.defined())
     out = kernels::binary(kernels::Binary::Add, out, bias.detach().reshape({1, weight.size(1), 1, 1}));
   return record("conv_transpose2d", out, {x, weight, bias},
-                [x = x.detach(), w = weight.detach(), p](const Tensor& g, const std::vector<bool>& needs) {
+                [x = x.detach(), w = weight.detach(), p, flops](const Tensor& g, const std::vector<bool>& needs) {
+                  profile::Scope bscope(profile::Kind::ConvTranspose, flops * ((needs[0] ? 1 : 0) + (needs[1] ? 1 : 0)));
                   return Grads{needs[0] ? kernels::conv2d(g, w, Tensor(), p) : Tensor(),
                                needs[1] ? kernels::conv2d_backward_weight(x, g, w.shape(), p) : Tensor(),
                                needs[2] ? bias_grad(g) : Tensor()};

@@ -1,5 +1,7 @@
 #include "nn/optim.h"
 
+#include "tensor/profile.h"
+
 #include <cmath>
 #include <set>
 #include <sstream>
@@ -259,6 +261,7 @@ SGD::SGD(NamedParams params, SGDOptions options)
       opt_(options) {}
 
 void SGD::step() {
+  profile::Scope scope(profile::Kind::Optimizer);
   NoGradGuard no_grad;
   for (size_t i : params_with_grad()) {
     const Tensor& param = params_[i].second;
@@ -290,6 +293,7 @@ Adam::Adam(std::string name, NamedParams params, AdamOptions options, bool decou
 AdamW::AdamW(NamedParams params, AdamWOptions options) : Adam("AdamW", std::move(params), as_adam(options), true) {}
 
 void Adam::step() {
+  profile::Scope scope(profile::Kind::Optimizer);
   NoGradGuard no_grad;
   const AdamOptions& o = opt_;
   for (size_t i : params_with_grad()) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "tensor/cpu/cpu_kernels.h"
+#include "tensor/profile.h"
 
 namespace tl::kernels {
 
@@ -41,10 +42,14 @@ Device common_device(const char* op, std::initializer_list<const Tensor*> ts) {
   } while (0)
 
 void copy_(const Tensor& dst, const Tensor& src) {
+  profile::Scope scope(profile::Kind::Copy);
   if (dst.device().is_cpu() && src.device().is_cpu()) return cpu::copy_(dst, src);
   no_device_kernel("copy_", dst.device().is_cpu() ? src.device() : dst.device());
 }
-void fill_(const Tensor& dst, double value) { TL_DISPATCH("fill_", fill_(dst, value), &dst); }
+void fill_(const Tensor& dst, double value) {
+  profile::Scope scope(profile::Kind::Copy);
+  TL_DISPATCH("fill_", fill_(dst, value), &dst);
+}
 void fill_random_(const Tensor& dst, Distribution d, double a, double b, uint64_t seed, uint64_t offset) {
   TL_DISPATCH("random", fill_random_(dst, d, a, b, seed, offset), &dst);
 }
@@ -60,11 +65,16 @@ const char* binary_name(Binary op) {
   return names[static_cast<int>(op)];
 }
 
-Tensor unary(Unary op, const Tensor& x, UnaryParams p) { TL_DISPATCH(unary_name(op), unary(op, x, p), &x); }
+Tensor unary(Unary op, const Tensor& x, UnaryParams p) {
+  profile::Scope scope(profile::Kind::Activation);
+  TL_DISPATCH(unary_name(op), unary(op, x, p), &x);
+}
 Tensor unary_backward(Unary op, const Tensor& x, const Tensor& grad, UnaryParams p) {
+  profile::Scope scope(profile::Kind::Activation);
   TL_DISPATCH(unary_name(op), unary_backward(op, x, grad, p), &x, &grad);
 }
 Tensor binary(Binary op, const Tensor& a, const Tensor& b) {
+  profile::Scope scope(profile::Kind::Elementwise);
   if (a.dtype() != b.dtype())
     throw_op_error(binary_name(op), std::string("dtype mismatch: ") + dtype_name(a.dtype()) + " " +
                                         shape_str(a.shape()) + " and " + dtype_name(b.dtype()) + " " +
@@ -72,34 +82,49 @@ Tensor binary(Binary op, const Tensor& a, const Tensor& b) {
   TL_DISPATCH(binary_name(op), binary(op, a, b), &a, &b);
 }
 Tensor reduce(Reduce op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  profile::Scope scope(profile::Kind::Reduction);
   TL_DISPATCH("reduce", reduce(op, x, dims, keepdim), &x);
 }
 Tensor bmm(const Tensor& a, const Tensor& b) { TL_DISPATCH("matmul", bmm(a, b), &a, &b); }
 
+// Multiply-adds x 2 of a convolution with input x_shape, weight w_shape and output spatial size out_hw.
+static double conv_flops(const Shape& x_shape, const Shape& w_shape, int64_t out_hw) {
+  return 2.0 * static_cast<double>(x_shape[0]) * static_cast<double>(numel_of(w_shape)) * static_cast<double>(out_hw);
+}
+
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Conv2dParams p) {
+  const int64_t ho = (x.size(2) + 2 * p.pad_h - w.size(2)) / p.stride_h + 1;
+  const int64_t wo = (x.size(3) + 2 * p.pad_w - w.size(3)) / p.stride_w + 1;
+  profile::Scope scope(profile::Kind::ConvForward, conv_flops(x.shape(), w.shape(), ho * wo));
   TL_DISPATCH("conv2d", conv2d(x, w, bias, p), &x, &w, &bias);
 }
 Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x_shape, Conv2dParams p) {
+  profile::Scope scope(profile::Kind::ConvBackwardData, conv_flops(x_shape, w.shape(), grad.size(2) * grad.size(3)));
   TL_DISPATCH("conv2d_backward_input", conv2d_backward_input(grad, w, x_shape, p), &grad, &w);
 }
 Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& w_shape, Conv2dParams p) {
+  profile::Scope scope(profile::Kind::ConvBackwardWeight, conv_flops(x.shape(), w_shape, grad.size(2) * grad.size(3)));
   TL_DISPATCH("conv2d_backward_weight", conv2d_backward_weight(grad, x, w_shape, p), &grad, &x);
 }
 
 std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw) {
+  profile::Scope scope(profile::Kind::Pooling);
   TL_DISPATCH("max_pool2d", max_pool2d(x, kh, kw, sh, sw), &x);
 }
 Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape) {
+  profile::Scope scope(profile::Kind::Pooling);
   TL_DISPATCH("max_pool2d_backward", max_pool2d_backward(grad, indices, x_shape), &grad, &indices);
 }
 
 BatchNormOutput batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                            const Tensor& running_var, bool training, double momentum, double eps) {
+  profile::Scope scope(profile::Kind::BatchNorm);
   TL_DISPATCH("batch_norm", batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps), &x,
               &weight, &bias, &running_mean, &running_var);
 }
 BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight, const Tensor& mean,
                                    const Tensor& invstd, bool training) {
+  profile::Scope scope(profile::Kind::BatchNorm);
   TL_DISPATCH("batch_norm_backward", batch_norm_backward(grad, x, weight, mean, invstd, training), &grad, &x,
               &weight, &mean, &invstd);
 }
