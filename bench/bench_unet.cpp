@@ -77,9 +77,9 @@ double counted_gflop(const F& f) {
   return flops / 1e9;
 }
 
-void print_profile(const Config& c, double step_ms) {
+void print_profile(const char* what, const Config& c, double step_ms) {
   auto entries = profile::snapshot();
-  std::printf("\nprofile of one train step, batch %lld, %lldx%lld, %s (%.0f ms):\n", static_cast<long long>(c.batch),
+  std::printf("\nprofile of one %s, batch %lld, %lldx%lld, %s (%.0f ms):\n", what, static_cast<long long>(c.batch),
               static_cast<long long>(c.height), static_cast<long long>(c.width), c.activation.c_str(), step_ms);
   std::printf("  %-24s %10s %7s %8s %10s\n", "layer kind", "ms", "share", "calls", "GFLOP/s");
   double accounted = 0;
@@ -173,6 +173,15 @@ int main(int argc, char** argv) {
         Tensor y = model.forward(x);
         if (i >= warmup) fwd.push_back(now_ms() - t0);
       }
+      if (prof && !json) {
+        profile::reset();
+        profile::set_enabled(true);
+        const double t0 = now_ms();
+        model.forward(x);
+        const double ms = now_ms() - t0;
+        profile::set_enabled(false);
+        print_profile("forward (eval, no grad)", c, ms);
+      }
     }
     if (mode != "forward") {
       model.train();
@@ -197,7 +206,7 @@ int main(int argc, char** argv) {
         step();
         const double ms = now_ms() - t0;
         profile::set_enabled(false);
-        print_profile(c, ms);
+        print_profile("train step", c, ms);
       }
     }
     const double f_med = fwd.empty() ? 0 : median(fwd), t_med = train.empty() ? 0 : median(train);

@@ -1,6 +1,11 @@
 #include "tensor/storage.h"
 
 #include <cstdlib>
+#include <deque>
+#include <list>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -11,11 +16,107 @@
 
 namespace tl {
 
+namespace {
+
+// Blocks of at least this size are cached; smaller ones are cheap for malloc to recycle itself.
+constexpr size_t kCacheMin = 1 << 16;
+
+class CpuCache {
+ public:
+  void* allocate(size_t bytes) {
+    if (enabled_ && bytes >= kCacheMin) {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = by_size_.find(bytes);
+      if (it != by_size_.end() && !it->second.empty()) {
+        auto node = it->second.back();  // the most recently freed block of this size
+        it->second.pop_back();
+        void* p = node->second;
+        lru_.erase(node);
+        stats_.cached_bytes -= bytes;
+        ++stats_.hits;
+        return p;
+      }
+      ++stats_.misses;
+      // A miss: give back at least as many cached bytes as we are about to take, oldest first, so
+      // that live + cached memory never grows past what the program would hold without the cache.
+      size_t freed = 0;
+      while (freed < bytes && !lru_.empty()) freed += evict_oldest();
+    }
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) {
+      empty();  // the cache may be what is in the way
+      p = std::aligned_alloc(64, bytes);
+      if (!p) throw std::bad_alloc();
+    }
+    return p;
+  }
+
+  void release(void* p, size_t bytes) {
+    if (enabled_ && bytes >= kCacheMin) {
+      std::lock_guard<std::mutex> lock(mu_);
+      lru_.emplace_back(bytes, p);
+      by_size_[bytes].push_back(std::prev(lru_.end()));
+      stats_.cached_bytes += bytes;
+      return;
+    }
+    std::free(p);
+  }
+
+  void empty() {
+    std::lock_guard<std::mutex> lock(mu_);
+    while (!lru_.empty()) evict_oldest();
+  }
+
+  CpuCacheStats stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+
+ private:
+  using Block = std::pair<size_t, void*>;  // (bytes, pointer)
+
+  // Frees the least recently cached block; returns its size. Caller holds mu_.
+  size_t evict_oldest() {
+    const auto [bytes, p] = lru_.front();
+    auto& same = by_size_[bytes];
+    same.pop_front();  // the oldest block of a size is also the first in its own list
+    if (same.empty()) by_size_.erase(bytes);
+    lru_.pop_front();
+    std::free(p);
+    stats_.cached_bytes -= bytes;
+    return bytes;
+  }
+
+#if defined(__SANITIZE_ADDRESS__)
+  bool enabled_ = false;  // keep use-after-free visible to the sanitizer
+#else
+  bool enabled_ = [] {
+    const char* v = std::getenv("TL_CPU_CACHE");
+    return !(v && std::string(v) == "0");
+  }();
+#endif
+  std::mutex mu_;
+  std::list<Block> lru_;  // cached blocks, oldest first
+  std::unordered_map<size_t, std::deque<std::list<Block>::iterator>> by_size_;
+  CpuCacheStats stats_;
+};
+
+CpuCache& cpu_cache() {
+  static CpuCache* cache = new CpuCache();  // never destroyed: storages may outlive static destruction
+  return *cache;
+}
+
+size_t cpu_block_size(size_t nbytes) { return (nbytes + 63) / 64 * 64; }
+
+}  // namespace
+
+CpuCacheStats cpu_cache_stats() { return cpu_cache().stats(); }
+void empty_cpu_cache() { cpu_cache().empty(); }
+
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
   if (device.is_cpu()) {
-    size_t rounded = (nbytes + 63) / 64 * 64;
-    data_ = rounded ? std::aligned_alloc(64, rounded) : nullptr;
-    if (rounded && !data_) throw std::bad_alloc();
+    const size_t rounded = cpu_block_size(nbytes);
+    data_ = rounded ? cpu_cache().allocate(rounded) : nullptr;
     return;
   }
 #if TL_WITH_CUDA
@@ -28,7 +129,7 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
 
 Storage::~Storage() {
   if (device_.is_cpu()) {
-    std::free(data_);
+    if (data_) cpu_cache().release(data_, cpu_block_size(nbytes_));
     return;
   }
 #if TL_WITH_CUDA

@@ -28,4 +28,15 @@ class Storage {
 
 using StoragePtr = std::shared_ptr<Storage>;
 
+// CPU memory is recycled: a freed block goes to a cache keyed by its size and is handed to the next
+// allocation of that size. A training step allocates the same sizes every step, so after the first
+// step no fresh pages are touched (fresh pages cost a page fault each: a third of a second per step
+// of the UNet at batch 4). Disabled under AddressSanitizer, or with TL_CPU_CACHE=0 in the environment.
+struct CpuCacheStats {
+  size_t cached_bytes = 0;   // held by the cache, free for reuse
+  size_t hits = 0, misses = 0;
+};
+CpuCacheStats cpu_cache_stats();
+void empty_cpu_cache();  // returns every cached block to the system
+
 }  // namespace tl

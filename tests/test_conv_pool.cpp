@@ -45,7 +45,8 @@ struct ConvCase {
 };
 
 // The case table: odd sizes, strides 1-3, paddings 0-2, 1x1 kernels (the no-im2col path and strided),
-// a kernel as large as the padded input, non-square kernels, one case big enough to run threads, and
+// a kernel as large as the padded input, non-square kernels, one case big enough to run threads, wide
+// inputs at stride 1 (whose input gradient is computed as a convolution with the rotated kernel), and
 // the last ones big enough for the CPU kernel to build the column matrix in several tiles of rows
 // (up to 16 threads), the last tile shorter than the others.
 const ConvCase kConvCases[] = {
@@ -54,6 +55,8 @@ const ConvCase kConvCases[] = {
     {2, 3, 5, 7, 2, 1, 1, 2, 2, 0, 0, false},  {1, 2, 4, 4, 3, 4, 4, 1, 1, 0, 0, true},
     {2, 3, 8, 8, 4, 2, 2, 2, 2, 0, 0, true},   {1, 1, 3, 3, 1, 5, 5, 1, 1, 1, 1, false},
     {1, 2, 5, 5, 2, 3, 3, 3, 3, 2, 2, true},   {2, 8, 40, 36, 6, 3, 3, 1, 1, 1, 1, true},
+    // >= 32 input channels at stride 1: the input gradient runs as a convolution with the rotated kernel
+    {1, 33, 9, 11, 5, 3, 2, 1, 1, 0, 1, true},  {2, 40, 7, 9, 3, 5, 3, 1, 1, 2, 0, false},
     {1, 64, 100, 64, 3, 3, 3, 1, 1, 1, 1, true}, {2, 48, 150, 70, 2, 3, 2, 2, 2, 1, 0, false},
 };
 

@@ -191,9 +191,37 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Con
 }
 
 // grad (N, O, Ho, Wo), w (O, C, kh, kw) -> dx (N, C, H, W) with H, W from x_shape
+namespace {
+
+// For stride 1, the input gradient is itself a convolution: dx = conv2d(grad, w', padding k - 1 - p)
+// with w'[c, o, i, j] = w[o, c, kh-1-i, kw-1-j] (channels swapped, kernel rotated 180 degrees). That
+// runs on the im2col + GEMM path, which is faster than GEMM + col2im (col2im's scatter-add is the
+// slow half), and writes dx directly. Returns an undefined tensor when it does not apply.
+Tensor backward_input_as_conv(const Tensor& grad, const Tensor& w, const Shape& x_shape, Conv2dParams p) {
+  const int64_t O = w.size(0), C = w.size(1), kh = w.size(2), kw = w.size(3);
+  // Few input channels make the rotated convolution's GEMM a thin one (C rows): col2im wins there.
+  if (C < 32 || p.stride_h != 1 || p.stride_w != 1 || p.pad_h > kh - 1 || p.pad_w > kw - 1 || (kh == 1 && kw == 1))
+    return {};
+  if (grad.size(2) + kh - 1 - 2 * p.pad_h != x_shape[2] || grad.size(3) + kw - 1 - 2 * p.pad_w != x_shape[3]) return {};
+  Tensor wr = empty({C, O, kh, kw}, w.options());  // (C, O, kh, kw), rotated
+  dispatch_floating(w.dtype(), "conv2d_backward_input", [&]<typename T>() {
+    const T* src = w.data_ptr<T>();
+    T* dst = wr.data_ptr<T>();
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < kh; ++i)
+          for (int64_t j = 0; j < kw; ++j)
+            dst[((c * O + o) * kh + i) * kw + j] = src[((o * C + c) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)];
+  });
+  return cpu::conv2d(grad, wr, Tensor(), Conv2dParams{1, 1, kh - 1 - p.pad_h, kw - 1 - p.pad_w});
+}
+
+}  // namespace
+
 Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Shape& x_shape, Conv2dParams p) {
   const Tensor gr = contiguous_copy(grad_in), w = contiguous_copy(w_in);
   const Geometry g = geometry("conv2d_backward_input", x_shape, w.shape(), p, &gr.shape());
+  if (Tensor dx = backward_input_as_conv(gr, w, x_shape, p); dx.defined()) return dx;
   const int64_t N = x_shape[0], O = w.size(0), K = g.rows(), L = g.cols();
   // Pointwise: dx[n] is exactly W^T g[n], written whole, so no zero fill is needed.
   Tensor dx = g.is_pointwise() ? empty(x_shape, gr.options()) : zeros(x_shape, gr.options());
