@@ -1,4 +1,5 @@
 #include "nn/lr_scheduler.h"
+#include "nn/option_errors.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,15 +11,8 @@
 namespace tl::optim {
 namespace {
 
-std::string num(double v) {
-  std::ostringstream os;
-  os << v;
-  return os.str();
-}
-
-[[noreturn]] void fail(const std::string& who, const std::string& what) {
-  throw std::invalid_argument(who + ": " + what);
-}
+using detail::fail;
+using detail::num;
 
 // Python's a % b for b > 0: never negative.
 int64_t py_mod(int64_t a, int64_t b) { return ((a % b) + b) % b; }

@@ -1,4 +1,5 @@
 #include "nn/optim.h"
+#include "nn/option_errors.h"
 
 #include "tensor/profile.h"
 
@@ -15,15 +16,8 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 14;  // elements per thread chunk of an update
 
-std::string num(double v) {
-  std::ostringstream os;
-  os << v;
-  return os.str();
-}
-
-[[noreturn]] void fail(const std::string& who, const std::string& what) {
-  throw std::invalid_argument(who + ": " + what);
-}
+using detail::fail;
+using detail::num;
 
 // ---- the per-element updates. Each line is one op of torch 1.13's _single_tensor_* function (quoted
 // beside it). A hyperparameter enters as T(x), torch's rounding of the Python float to the tensor's
