@@ -1,12 +1,13 @@
 #include "tensor/parallel.h"
 
+#include <atomic>
 #include <stdexcept>
 #include <string>
 
 namespace tl {
 
 namespace {
-int g_threads = 0;  // 0: not set, use OpenMP's default
+std::atomic<int> g_threads{0};  // 0: not set, use OpenMP's default
 }
 
 void set_num_threads(int n) {
@@ -15,6 +16,9 @@ void set_num_threads(int n) {
   omp_set_num_threads(n);  // Eigen's GEMM reads this
 }
 
-int get_num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+int get_num_threads() {
+  const int n = g_threads.load();
+  return n > 0 ? n : omp_get_max_threads();
+}
 
 }  // namespace tl
