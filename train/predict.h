@@ -1,0 +1,110 @@
+#pragma once
+// Prediction with a trained checkpoint (behind apps/predict_unet and apps/inference_panel): photo ->
+// probability of "car" per pixel at the photo's own resolution -> thresholded {0, 1} mask; and the
+// pictures made from them: overlays and side-by-side inference panels.
+//
+// The pipeline of one photo (H x W, any of 1 to 4 channels):
+//   1. converted to the model's channels (gray is replicated to RGB, alpha dropped; RGB to gray by
+//      luma for a 1-channel model), resized to the model size h x w (data::resize, Interp::Auto:
+//      area when shrinking, bilinear when growing) and scaled to [0, 1] (data::image_to_tensor);
+//   2. one forward of the eval-mode UNet for the whole batch, under NoGradGuard, then sigmoid;
+//   3. the probability map mapped back onto the photo's H x W frame with float bilinear interpolation
+//      (probability_to_frame), never through 8 bits;
+//   4. thresholded: probability > threshold is car (1), else 0.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "data/image.h"
+#include "nn/unet.h"
+#include "tensor/tensor.h"
+
+namespace tl::train {
+
+// The model size when neither the caller nor the checkpoint's "image_size" metadata gives one.
+inline constexpr int64_t kDefaultPredictHeight = 160, kDefaultPredictWidth = 240;
+
+class Predictor {
+ public:
+  // Loads `checkpoint` (nn::load_checkpoint; strict weights) into an eval-mode UNet on the CPU. The
+  // model input size is height x width when both are positive, else the checkpoint's "image_size"
+  // metadata ("HxW", written by the trainer), else 160x240. Errors name the file: a missing or
+  // unreadable checkpoint, malformed image_size, a model with more than one output channel.
+  explicit Predictor(const std::string& checkpoint, int64_t height = 0, int64_t width = 0);
+
+  const std::string& checkpoint() const { return checkpoint_; }
+  int64_t height() const { return height_; }  // model input size
+  int64_t width() const { return width_; }
+  const nn::UNetConfig& config() const { return model_->config(); }
+
+  // P(car) for every pixel of each photo: float32 (H, W) at that photo's own size, values in [0, 1].
+  // All photos go through one forward, (N, C, height, width). Photos may differ in size.
+  std::vector<Tensor> predict_probability(const std::vector<data::Image>& photos) const;
+  Tensor predict_probability(const data::Image& photo) const;
+
+  // {0, 1} masks (1 channel) at each photo's own size: probability > threshold.
+  std::vector<data::Image> predict_mask(const std::vector<data::Image>& photos, double threshold = 0.5) const;
+  data::Image predict_mask(const data::Image& photo, double threshold = 0.5) const;
+
+ private:
+  std::string checkpoint_;
+  int64_t height_ = kDefaultPredictHeight, width_ = kDefaultPredictWidth;
+  std::shared_ptr<nn::UNet> model_;
+};
+
+// Maps a model output plane onto the full frame of the original photo, bilinearly in float.
+//   prob: (h', w') float32, the output of a model run on an input of model_height x model_width.
+// When the input side is a multiple of 2^depth (the trainer's sizes always are), h' = model_height
+// and this is the half-pixel bilinear resize of PyTorch's interpolate (align_corners=False): an
+// original pixel y (centre y + 0.5) reads output coordinate (y + 0.5) * model_height / height - 0.5.
+// Otherwise the UNet floors its output (h' < model_height) and its output pixel i is no longer one
+// input pixel: the top-level skip is center-cropped, so it carries input pixel i + c with
+// c = floor((model_height - h') / 2), while the deeper path (floor pooling, stride-2 up-convolutions)
+// is aligned to the top-left, input pixel i. Output pixel i is therefore placed at input pixel
+// i + c / 2, between the two: the coordinate read is the one above minus c / 2, clamped to the grid,
+// so the border strip that no output covers (fewer than 2^depth input pixels per axis in all)
+// repeats the nearest prediction. Measured on the real sample with a small model trained at 80x120
+// run at 84x124, 87x127, 95x135, 166x246 and 175x255: offset c / 2 gave the best dice of
+// {0, c/4, c/2, 3c/4, c} at every size (for example 0.947 against 0.912 for c and 0.932 for 0 at
+// 87x127). Returns (height, width) float32; rows run in parallel.
+Tensor probability_to_frame(const Tensor& prob, int64_t model_height, int64_t model_width, int64_t height,
+                            int64_t width);
+
+// (H, W) probabilities -> a {0, 1} one-channel mask: value > threshold is 1.
+data::Image threshold_probability(const Tensor& prob, double threshold);
+
+// The photo as RGB (gray replicated, alpha dropped).
+data::Image to_rgb(const data::Image& photo);
+
+// The photo (as RGB) with the car (mask > 0, same height and width) tinted 50% toward green and its
+// outline drawn in yellow: car pixels within 1 pixel (2 when the shorter side is 512 or more) of a
+// non-car pixel. Throws naming both geometries when the sizes differ.
+data::Image overlay(const data::Image& photo, const data::Image& mask);
+
+// Kaggle's dice of two masks of the same size (nonzero = car): 2|P ∩ T| / (|P| + |T|), 1 when both
+// are empty.
+double mask_dice(const data::Image& prediction, const data::Image& truth);
+
+// A side-by-side picture, left to right: the photo | the true mask (when given) | each prediction.
+// Every tile is resized to tile_height rows (widths keep each image's aspect ratio; data::resize,
+// Interp::Auto), masks are drawn white on black. Above each tile a label strip holds its name in the
+// 5x7 font (train/text.h; scale 2 when tile_height >= 240, else 1; names too wide for their tile are
+// cut and end in ".."): "image", "true mask", then labels[k] (or "prediction k+1" when labels is
+// empty). Tiles and strips sit on a dark gray background with a 4-pixel margin around and between
+// them. labels must be empty or have one entry per prediction.
+data::Image inference_panel(const data::Image& photo, const data::Image* true_mask,
+                            const std::vector<data::Image>& predictions, const std::vector<std::string>& labels = {},
+                            int64_t tile_height = 320);
+
+// The photos named by `path`: the file itself, or every .jpg/.jpeg/.png/.gif/.bmp (any case) directly
+// in the folder, sorted by name. Throws std::runtime_error naming the path when it does not exist, or
+// when the folder holds no such file.
+std::vector<std::string> list_photos(const std::string& path);
+
+// A Kaggle submission: header "img,rle_mask", then one "name,rle" row per entry, written atomically
+// (tl::write_file_atomic). Throws naming the file.
+void write_submission_csv(const std::string& path, const std::vector<std::pair<std::string, std::string>>& rows);
+
+}  // namespace tl::train
