@@ -1,31 +1,90 @@
+#include <mutex>
+#include <vector>
+
 #include "cuda/check.h"
 #include "cuda/runtime.h"
 
 namespace tl::cuda {
 
 int device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    (void)cudaGetLastError();  // clear the sticky "no device" error
-    return 0;
-  }
+  static const int n = [] {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+      (void)cudaGetLastError();  // clear the sticky "no device" / "no driver" error
+      return 0;
+    }
+    return count;
+  }();
   return n;
 }
 
-void* device_malloc(size_t nbytes, int device) {
-  if (device < 0 || device >= device_count())
+void check_device(int device) {
+  const int n = device_count();
+  if (device < 0 || device >= n)
     throw std::runtime_error("cuda: device cuda:" + std::to_string(device) + " is not available (" +
-                             std::to_string(device_count()) + " CUDA devices)");
-  TL_CUDA_CHECK(cudaSetDevice(device));
-  void* p = nullptr;
-  if (nbytes) TL_CUDA_CHECK(cudaMalloc(&p, nbytes));
-  return p;
+                             std::to_string(n) + " CUDA device" + (n == 1 ? "" : "s") + ")");
 }
 
-void device_free(void* p, int device) {
-  if (!p) return;
-  cudaSetDevice(device);
-  cudaFree(p);  // never throws from a destructor path
+DeviceGuard::DeviceGuard(int device) {
+  TL_CUDA_CHECK(cudaGetDevice(&prev_));
+  if (prev_ != device) TL_CUDA_CHECK(cudaSetDevice(device));
+}
+
+DeviceGuard::~DeviceGuard() {
+  int now = -1;
+  if (cudaGetDevice(&now) == cudaSuccess && now != prev_) (void)cudaSetDevice(prev_);  // never throws
+}
+
+namespace {
+
+// The per-device streams and cuBLAS handles, created on first use and kept for the process's life
+// (destroying them during static destruction would race the driver's own teardown).
+struct PerDevice {
+  std::mutex mu;
+  std::vector<cudaStream_t> streams;
+  std::vector<cublasHandle_t> handles;
+};
+
+PerDevice& per_device() {
+  static PerDevice* p = new PerDevice();
+  return *p;
+}
+
+}  // namespace
+
+cudaStream_t stream(int device) {
+  check_device(device);
+  PerDevice& pd = per_device();
+  std::lock_guard<std::mutex> lock(pd.mu);
+  if (pd.streams.empty()) pd.streams.assign(static_cast<size_t>(device_count()), nullptr);
+  cudaStream_t& s = pd.streams[static_cast<size_t>(device)];
+  if (!s) {
+    DeviceGuard guard(device);
+    TL_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamDefault));
+  }
+  return s;
+}
+
+cublasHandle_t cublas_handle(int device) {
+  cudaStream_t s = stream(device);  // outside the lock below: stream() takes it too
+  PerDevice& pd = per_device();
+  std::lock_guard<std::mutex> lock(pd.mu);
+  if (pd.handles.empty()) pd.handles.assign(static_cast<size_t>(device_count()), nullptr);
+  cublasHandle_t& h = pd.handles[static_cast<size_t>(device)];
+  if (!h) {
+    DeviceGuard guard(device);
+    cublasHandle_t created = nullptr;
+    TL_CUBLAS_CHECK(cublasCreate(&created));
+    TL_CUBLAS_CHECK(cublasSetStream(created, s));
+    h = created;
+  }
+  return h;
+}
+
+void synchronize(int device) {
+  cudaStream_t s = stream(device);
+  DeviceGuard guard(device);
+  TL_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
 }  // namespace tl::cuda

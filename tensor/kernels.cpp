@@ -9,6 +9,11 @@
 #include "tensor/cpu/cpu_kernels.h"
 #include "tensor/profile.h"
 
+#if TL_WITH_CUDA
+#include "cuda/copy.h"
+#include "tensor/strided.h"
+#endif
+
 namespace tl::kernels {
 
 namespace {
@@ -41,10 +46,58 @@ Device common_device(const char* op, std::initializer_list<const Tensor*> ts) {
     no_device_kernel(op, dev_);                                        \
   } while (0)
 
+#if TL_WITH_CUDA
+namespace {
+
+// copy_ when either side is on a CUDA device. On one device: a byte copy when both sides are the same
+// dense block, else the strided kernel (which broadcasts and casts). Between two devices only dense
+// bytes move: the source is first made a contiguous block in dst's shape on its own device, lands in dst
+// directly when dst is contiguous with the source's dtype, else in a staging block on dst's device
+// that a same-device copy then casts and scatters into dst's strides.
+void cuda_copy_(const Tensor& dst, const Tensor& src) {
+  const Shape& shape = dst.shape();
+  if (broadcast_shapes(src.shape(), shape, "copy_") != shape)
+    throw_op_error("copy_", "source " + shape_str(src.shape()) + " does not broadcast to destination " +
+                                shape_str(shape));
+  if (dst.numel() == 0) return;
+  const Device dd = dst.device(), sd = src.device();
+  const size_t nbytes = static_cast<size_t>(dst.numel()) * dtype_size(src.dtype());
+  if (dd == sd) {
+    if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous() && src.shape() == shape) {
+      if (dst.raw_data() != src.raw_data())
+        cuda::copy_device_to_device(dst.raw_data(), dd.index, src.raw_data(), sd.index, nbytes);
+      return;
+    }
+    const Strides src_strides = broadcast_strides(src.shape(), src.strides(), shape);
+    cuda::copy_strided(dst.raw_data(), dst.dtype(), dst.strides().data(), src.raw_data(), src.dtype(),
+                       src_strides.data(), shape.data(), static_cast<int>(dst.dim()), dd.index);
+    return;
+  }
+  Tensor dense = src;  // (shape) contiguous, src's dtype, on src's device
+  if (!src.is_contiguous() || src.shape() != shape) {
+    dense = empty(shape, TensorOptions(src.dtype()).with_device(sd));
+    copy_(dense, src);
+  }
+  Tensor landing = dst;  // (shape) contiguous, src's dtype, on dst's device
+  if (!dst.is_contiguous() || dst.dtype() != src.dtype())
+    landing = empty(shape, TensorOptions(src.dtype()).with_device(dd));
+  if (sd.is_cpu()) cuda::copy_host_to_device(landing.raw_data(), dense.raw_data(), nbytes, dd.index);
+  else if (dd.is_cpu()) cuda::copy_device_to_host(landing.raw_data(), dense.raw_data(), nbytes, sd.index);
+  else cuda::copy_device_to_device(landing.raw_data(), dd.index, dense.raw_data(), sd.index, nbytes);
+  if (!landing.is_same(dst)) copy_(dst, landing);
+}
+
+}  // namespace
+#endif
+
 void copy_(const Tensor& dst, const Tensor& src) {
   profile::Scope scope(profile::Kind::Copy);
   if (dst.device().is_cpu() && src.device().is_cpu()) return cpu::copy_(dst, src);
+#if TL_WITH_CUDA
+  cuda_copy_(dst, src);
+#else
   no_device_kernel("copy_", dst.device().is_cpu() ? src.device() : dst.device());
+#endif
 }
 void fill_(const Tensor& dst, double value) {
   profile::Scope scope(profile::Kind::Copy);

@@ -11,7 +11,7 @@
 #include <string>
 
 #if TL_WITH_CUDA
-#include "cuda/runtime.h"
+#include "cuda/allocator.h"
 #endif
 
 namespace tl {
@@ -120,7 +120,7 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
     return;
   }
 #if TL_WITH_CUDA
-  data_ = cuda::device_malloc(nbytes, device.index);
+  data_ = cuda::allocate(nbytes, device.index);  // the caching allocator (cuda/allocator.h)
 #else
   throw std::runtime_error("Storage: cannot allocate on " + device.str() +
                            ": this build has no CUDA backend (configure with nvcc present)");
@@ -133,7 +133,7 @@ Storage::~Storage() {
     return;
   }
 #if TL_WITH_CUDA
-  cuda::device_free(data_, device_.index);
+  cuda::release(data_, device_.index);
 #endif
 }
 
