@@ -19,16 +19,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int n = 0;
-    path = fs::temp_directory_path() / ("tl_test_data_augment_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
+struct TempDir : tl::testing::TempDir {
+  TempDir() : tl::testing::TempDir("tl_test_data_augment") {}
 };
 
 // A smooth-ish image in [0, 1] (C, H, W) and a blob mask (1, H, W) of 0/1, from a fixed generator.

@@ -22,16 +22,8 @@ namespace fs = std::filesystem;
 namespace {
 
 // A fresh folder per test case, removed at its end.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int n = 0;
-    path = fs::temp_directory_path() /
-           ("tl_test_data_synthetic_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
+struct TempDir : tl::testing::TempDir {
+  TempDir() : tl::testing::TempDir("tl_test_data_synthetic") {}
 };
 
 template <typename Fn>

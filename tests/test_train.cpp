@@ -22,15 +22,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int n = 0;
-    path = fs::temp_directory_path() / ("tl_test_train_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
+struct TempDir : tl::testing::TempDir {
+  TempDir() : tl::testing::TempDir("tl_test_train") {}
 };
 
 // A small, fast run: 4 cars of 8 views (3 train, 1 validation), a two-level UNet at 64x96.

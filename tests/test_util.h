@@ -2,7 +2,11 @@
 // Helpers shared by the tests: tolerance comparisons that print their evidence on failure.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cmath>
+#include <filesystem>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -12,6 +16,26 @@
 #include "tensor/random.h"
 
 namespace tl::testing {
+
+// A fresh folder under the system's temporary folder, named after the test program, the process and
+// a counter; removed with everything in it at the end of its scope.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& prefix = "tl_test") {
+    static std::atomic<int> n{0};
+    path = std::filesystem::temp_directory_path() /
+           (prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
 
 // Max abs error, relative to the largest magnitude of `expected` (at least 1e-30), and where.
 struct Comparison {
