@@ -50,8 +50,7 @@ int main(int argc, char** argv) {
     f.add("--loss", &c.loss, "bce | bce+dice (BCE-with-logits plus soft dice loss)");
     f.add("--activation", &c.activation, "relu | gelu | silu | pysilu");
     f.add("--features", &features,
-          "UNet widths, one per level; on the synthetic set (no --data-dir or CSVs) the default is 16,32,64,128,\n"
-          "                      so that the default run finishes in minutes on 2 CPU cores");
+          "UNet widths, one per level (on the synthetic set: 16,32,64,128, to train in minutes on 2 cores)");
     f.add_switch("--conv-bias", &c.conv_bias, "biases in the 3x3 convolutions (off: BatchNorm follows)");
     f.add("--seed", &seed, "seed of the weights, the shuffling and the augmentations");
     f.add("--device", &c.device, "auto | cpu | cuda");
@@ -59,7 +58,7 @@ int main(int argc, char** argv) {
     f.add("--workers", &c.workers, "loader threads that prepare batches ahead");
     f.add_switch("--no-augment", &no_augment, "train without rotation and flips");
     f.add_switch("--skip-bad", &c.skip_bad, "skip (and count) unreadable or mismatched samples instead of stopping");
-    f.add("--out", &c.out, "run folder (default: runs/train_<date>-<time>; with --resume: the checkpoint's folder)");
+    f.add("--out", &c.out, "run folder (none: runs/train_<date>-<time>, or with --resume the checkpoint's folder)");
     f.add("--resume", &c.resume, "continue the run that wrote this checkpoint (last.safetensors)");
     f.add("--max-steps", &c.max_steps, "stop after this many steps in all, saving last.safetensors (0: no limit)");
     f.add_switch("--quiet", &c.quiet, "no progress bar, only the epoch lines");

@@ -30,7 +30,7 @@ struct TrainConfig {
   std::string train_csv, val_csv;  // split files; both or neither (then an automatic split by car)
   double val_fraction = 0.2;
   int64_t split_seed = 20;
-  int64_t synthetic_count = 480;   // samples in the synthetic set (8 views per car)
+  int64_t synthetic_count = 384;   // samples in the synthetic set (8 views per car)
   int64_t height = 160, width = 240;
   bool augment = true;
   bool skip_bad = false;
