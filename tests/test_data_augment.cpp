@@ -15,6 +15,7 @@
 
 using namespace tl;
 using namespace tl::data;
+using tl::testing::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -42,14 +43,6 @@ bool equal(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() && a.to_vector<float>() == b.to_vector<float>();
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 std::vector<Sample> fake_samples(int cars, int angles) {
   std::vector<Sample> s;
@@ -286,17 +279,8 @@ TEST_CASE("split: CSV round trip, relative paths, and errors that name the file 
 }
 
 TEST_CASE("split: the real Carvana sample puts 3 of its 12 cars in validation") {
-  fs::path dir;
-  if (const char* env = std::getenv("TL_CARVANA_SAMPLE")) dir = env;
-#ifdef TL_SOURCE_DIR
-  else dir = fs::path(TL_SOURCE_DIR) / ".." / "shared" / "data" / "carvana_sample";
-#else
-  else dir = fs::path("..") / "shared" / "data" / "carvana_sample";
-#endif
-  if (!fs::is_directory(dir / "train") || !fs::is_directory(dir / "train_masks")) {
-    MESSAGE("skipped: Carvana sample not found at " << dir.string());
-    return;
-  }
+  const fs::path dir = tl::testing::carvana_sample_dir();
+  if (dir.empty()) return;
   std::vector<Sample> all;
   for (const auto& e : fs::directory_iterator(dir / "train"))
     if (e.path().extension() == ".jpg")

@@ -16,6 +16,7 @@
 
 using namespace tl;
 using namespace tl::data;
+using tl::testing::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -91,14 +92,6 @@ double mean_abs_diff(const Image& a, const Image& b) {
   return s / static_cast<double>(a.pixels.size());
 }
 
-template <typename Fn> std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
 
 }  // namespace
 
@@ -290,17 +283,8 @@ TEST_CASE("image: tensor conversions round-trip; tensor_to_image clamps, rounds 
 }
 
 TEST_CASE("image: the real Carvana sample decodes, its masks are binary, it shrinks to 240x160") {
-  fs::path dir;
-  if (const char* env = std::getenv("TL_CARVANA_SAMPLE")) dir = env;
-#ifdef TL_SOURCE_DIR
-  else dir = fs::path(TL_SOURCE_DIR) / ".." / "shared" / "data" / "carvana_sample";
-#else
-  else dir = fs::path("..") / "shared" / "data" / "carvana_sample";
-#endif
-  if (!fs::is_directory(dir / "train") || !fs::is_directory(dir / "train_masks")) {
-    MESSAGE("skipped: Carvana sample not found at " << dir.string());
-    return;
-  }
+  const fs::path dir = tl::testing::carvana_sample_dir();
+  if (dir.empty()) return;
   std::vector<fs::path> jpgs;
   for (const auto& e : fs::directory_iterator(dir / "train"))
     if (e.path().extension() == ".jpg") jpgs.push_back(e.path());

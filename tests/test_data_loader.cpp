@@ -18,6 +18,7 @@
 
 using namespace tl;
 using namespace tl::data;
+using tl::testing::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -27,14 +28,6 @@ struct TempDir : tl::testing::TempDir {
   TempDir() : tl::testing::TempDir("tl_test_data_loader") {}
 };
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 
@@ -532,17 +525,8 @@ TEST_CASE("loader: an exception while assembling a batch surfaces in next(); des
 }
 
 TEST_CASE("dataset and loader: the first 16 samples of the real Carvana sample at 160x240") {
-  fs::path dir;
-  if (const char* env = std::getenv("TL_CARVANA_SAMPLE")) dir = env;
-#ifdef TL_SOURCE_DIR
-  else dir = fs::path(TL_SOURCE_DIR) / ".." / "shared" / "data" / "carvana_sample";
-#else
-  else dir = fs::path("..") / "shared" / "data" / "carvana_sample";
-#endif
-  if (!fs::is_directory(dir / "train") || !fs::is_directory(dir / "train_masks")) {
-    MESSAGE("skipped: Carvana sample not found at " << dir.string());
-    return;
-  }
+  const fs::path dir = tl::testing::carvana_sample_dir();
+  if (dir.empty()) return;
   std::vector<std::string> skipped;
   std::vector<Sample> all = scan_kaggle_layout(dir.string(), &skipped);
   CHECK(skipped.empty());

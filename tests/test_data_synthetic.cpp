@@ -17,6 +17,7 @@
 
 using namespace tl;
 using namespace tl::data;
+using tl::testing::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -26,15 +27,6 @@ struct TempDir : tl::testing::TempDir {
   TempDir() : tl::testing::TempDir("tl_test_data_synthetic") {}
 };
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
 
 SyntheticOptions options(int64_t h, int64_t w, int64_t views = 8, uint64_t seed = 20) {
   SyntheticOptions o;

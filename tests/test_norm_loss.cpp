@@ -10,6 +10,7 @@
 #include "tests/test_util.h"
 
 using namespace tl;
+using tl::testing::error_of;
 using tl::testing::compare;
 
 namespace {
@@ -21,14 +22,6 @@ Tensor vec(const std::vector<double>& v, const Shape& shape, DType dt = kFloat64
   return from_vector<double>(v, shape, TensorOptions(dt));
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // (N, C, S...) read as (N, C, S).

@@ -14,6 +14,7 @@
 
 using namespace tl;
 using namespace tl::optim;
+using tl::testing::error_of;
 
 namespace {
 
@@ -104,14 +105,6 @@ void check_against_reference(Optimizer& opt, Fixture& f, const RefStep& ref, con
   MESSAGE(label << ": worst relative error over " << steps << " steps " << worst << " (tolerance 1e-12)");
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 #define CHECK_ERROR_CONTAINS(expr, text)                                                     \
   do {                                                                                       \

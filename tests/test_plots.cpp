@@ -10,11 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_util.h"
 #include "train/metrics_log.h"
 #include "train/svg.h"
 
 namespace fs = std::filesystem;
 using namespace tl::train;
+using tl::testing::error_of;
 
 namespace {
 
@@ -40,14 +42,6 @@ struct TempDir {
   }
 };
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 size_t count(const std::string& text, const std::string& what) {
   size_t n = 0;

@@ -38,15 +38,6 @@ std::string decode_error(const std::string& rle, int64_t h, int64_t w) {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
-fs::path sample_dir() {
-  if (const char* env = std::getenv("TL_CARVANA_SAMPLE")) return env;
-#ifdef TL_SOURCE_DIR
-  return fs::path(TL_SOURCE_DIR) / ".." / "shared" / "data" / "carvana_sample";
-#else
-  return fs::path("..") / "shared" / "data" / "carvana_sample";
-#endif
-}
-
 }  // namespace
 
 TEST_CASE("rle: hand-made masks encode to their known Kaggle strings and back") {
@@ -136,11 +127,8 @@ TEST_CASE("rle: decode errors name the problem and the token") {
 }
 
 TEST_CASE("rle: the real Carvana masks round-trip (and match train_masks.csv when the sample has it)") {
-  const fs::path dir = sample_dir();
-  if (!fs::is_directory(dir / "train_masks")) {
-    MESSAGE("skipped: Carvana sample not found at " << dir.string());
-    return;
-  }
+  const fs::path dir = tl::testing::carvana_sample_dir();
+  if (dir.empty()) return;
   std::vector<fs::path> gifs;
   for (const auto& e : fs::directory_iterator(dir / "train_masks"))
     if (e.path().extension() == ".gif") gifs.push_back(e.path());

@@ -6,7 +6,9 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -77,5 +79,33 @@ inline Comparison compare(const Tensor& got, const Tensor& want) {
     auto tl_cmp_ = ::tl::testing::compare((got), (want));                  \
     CHECK_MESSAGE(tl_cmp_.rel <= (tol), tl_cmp_.str(tol));                 \
   } while (0)
+
+
+// The message of the exception fn throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// The real Carvana sample: $TL_CARVANA_SAMPLE, else ../shared/data/carvana_sample beside the source
+// tree. Returns an empty path, after a "skipped: ..." message, when it has no train/ and train_masks/.
+inline std::filesystem::path carvana_sample_dir() {
+  std::filesystem::path dir;
+  if (const char* env = std::getenv("TL_CARVANA_SAMPLE")) dir = env;
+#ifdef TL_SOURCE_DIR
+  else dir = std::filesystem::path(TL_SOURCE_DIR) / ".." / "shared" / "data" / "carvana_sample";
+#else
+  else dir = std::filesystem::path("..") / "shared" / "data" / "carvana_sample";
+#endif
+  if (!std::filesystem::is_directory(dir / "train") || !std::filesystem::is_directory(dir / "train_masks")) {
+    MESSAGE("skipped: Carvana sample not found at " << dir.string());
+    return {};
+  }
+  return dir;
+}
 
 }  // namespace tl::testing
