@@ -3,13 +3,10 @@
 // (STBI_THREAD_LOCAL), so decoding from several loader threads at once is safe.
 #include "data/image.h"
 
-#include <fcntl.h>
 #include <stb_image.h>
 #include <stb_image_write.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -18,6 +15,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "tensor/file_util.h"
 #include "tensor/parallel.h"
 
 namespace tl::data {
@@ -72,39 +70,6 @@ Image decode(const std::string& path, int64_t channels, const char* op) {
   return im;
 }
 
-// Writes `bytes` to a temporary file beside `path`, fsyncs it and renames it over `path`.
-void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-  auto fail = [&](const char* what, int err) {
-    ::unlink(tmp.c_str());
-    throw std::runtime_error(path + ": cannot write (" + what + ": " + std::strerror(err) + ")");
-  };
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    int err = errno;  // nothing was created: no unlink
-    throw std::runtime_error(path + ": cannot write (create " + tmp + ": " + std::strerror(err) + ")");
-  }
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      fail("write", err);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    int err = errno;
-    ::close(fd);
-    fail("fsync", err);
-  }
-  if (::close(fd) != 0) fail("close", errno);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("rename", errno);
-}
-
 // stb_image_write's output callback: appends to a byte vector.
 void append_bytes(void* context, void* data, int size) {
   auto* out = static_cast<std::vector<uint8_t>*>(context);
@@ -143,7 +108,7 @@ void write_png(const std::string& path, const Image& image) {
   const int w = static_cast<int>(image.width), h = static_cast<int>(image.height), c = static_cast<int>(image.channels);
   if (!stbi_write_png_to_func(append_bytes, &bytes, w, h, c, image.pixels.data(), w * c))
     throw std::runtime_error(path + ": cannot encode PNG (" + image_str(image) + ")");
-  write_file_atomic(path, bytes);
+  write_file_atomic(path, bytes.data(), bytes.size());
 }
 
 void write_jpeg(const std::string& path, const Image& image, int quality) {
@@ -154,7 +119,7 @@ void write_jpeg(const std::string& path, const Image& image, int quality) {
   if (!stbi_write_jpg_to_func(append_bytes, &bytes, static_cast<int>(image.width), static_cast<int>(image.height),
                               static_cast<int>(image.channels), image.pixels.data(), quality))
     throw std::runtime_error(path + ": cannot encode JPEG (" + image_str(image) + ")");
-  write_file_atomic(path, bytes);
+  write_file_atomic(path, bytes.data(), bytes.size());
 }
 
 Tensor image_to_tensor(const Image& image) {

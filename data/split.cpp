@@ -1,11 +1,8 @@
 // The car split (a seeded Fisher-Yates over sorted car ids) and the split files (RFC 4180 CSV).
 #include "data/split.h"
 
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -17,6 +14,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "tensor/file_util.h"
 #include "tensor/random.h"
 
 namespace tl::data {
@@ -63,10 +61,6 @@ std::string csv_field(const std::string& s) {
   std::string q = "\"";
   for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
   return q + "\"";
-}
-
-[[noreturn]] void write_failed(const std::string& path, const std::string& what, int err) {
-  throw std::runtime_error(path + ": cannot write (" + what + ": " + std::strerror(err) + ")");
 }
 
 // One CSV record and the line it starts on.
@@ -128,26 +122,7 @@ std::vector<Record> parse_csv(const std::string& text, const std::string& path) 
 void write_split_csv(const std::string& path, const std::vector<Sample>& samples) {
   std::string text = "image,mask\n";
   for (const Sample& s : samples) text += csv_field(s.image) + "," + csv_field(s.mask) + "\n";
-
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) write_failed(path, "create " + tmp, errno);
-  int err = 0;
-  std::string what;
-  for (size_t done = 0; done < text.size() && !err;) {
-    const ssize_t k = ::write(fd, text.data() + done, text.size() - done);
-    if (k < 0 && errno == EINTR) continue;
-    if (k < 0) err = errno, what = "write";
-    else done += static_cast<size_t>(k);
-  }
-  if (!err && ::fsync(fd) != 0) err = errno, what = "fsync";
-  if (::close(fd) != 0 && !err) err = errno, what = "close";
-  if (!err && std::rename(tmp.c_str(), path.c_str()) != 0) err = errno, what = "rename";
-  if (err) {
-    ::unlink(tmp.c_str());
-    write_failed(path, what, err);
-  }
+  write_file_atomic(path, text);
 }
 
 std::vector<Sample> read_split_csv(const std::string& path) {
