@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -69,6 +70,22 @@ std::vector<int64_t> split_ints(const std::string& key, const std::string& text)
     out.push_back(v);
   }
   return out;
+}
+
+// `to` becomes the same file as `from` without writing it again: a hard link made beside `to`, then
+// renamed over it (atomic). Writers replace files by renaming new ones over them, so a later
+// last.safetensors never changes best.safetensors. Where hard links are not available, `write` is
+// called instead.
+void share_file(const fs::path& from, const fs::path& to, const std::function<void()>& write) {
+  const fs::path tmp = to.string() + ".link." + std::to_string(::getpid());
+  std::error_code ec;
+  fs::remove(tmp, ec);
+  fs::create_hard_link(from, tmp, ec);
+  if (!ec) fs::rename(tmp, to, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    write();
+  }
 }
 
 // ---- Ctrl-C ------------------------------------------------------------------------------------
@@ -569,7 +586,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& console, bool tty) {
       train_m.add(logits.detach(), batch.masks, lv);
       if (!first_loss_seen) {
         first_loss_seen = true;
-        if (result.first_train_loss == 0) result.first_train_loss = lv;
+        result.first_train_loss = lv;
       }
       progress.update(b, batch.images.size(0), lv, train_m.dice());
     }
@@ -614,7 +631,9 @@ TrainResult train(const TrainConfig& cfg, std::ostream& console, bool tty) {
     result.last_val_dice = val_m.dice();
     result.last_train_loss = train_m.loss();
     save(out / "last.safetensors", epoch + 1, 0, {}, 0);
-    if (best) save(out / "best.safetensors", epoch + 1, 0, {}, 0);
+    if (best)
+      share_file(out / "last.safetensors", out / "best.safetensors",
+                 [&] { save(out / "best.safetensors", epoch + 1, 0, {}, 0); });
     const std::string line = "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(cfg.epochs) + "  train loss " +
                              fixed(train_m.loss(), 4) + " dice " + fixed(train_m.dice(), 4) + " acc " +
                              fixed(train_m.accuracy(), 4) + " | val loss " + fixed(val_m.loss(), 4) + " dice " +
