@@ -15,6 +15,7 @@
 #include "data/image.h"
 #include "data/rle.h"
 #include "tensor/parallel.h"
+#include "tensor/precision.h"
 #include "train/cli.h"
 #include "train/predict.h"
 
@@ -27,7 +28,7 @@ int main(int argc, char** argv) {
                        "Stops at the first unreadable input, naming it (files already written are kept).");
   std::string checkpoint, input, output = "predictions", rle, image_size, device = "auto";
   double threshold = 0.5;
-  bool write_overlay = false;
+  bool write_overlay = false, tf32 = false;
   int64_t threads = 0, batch_size = 4;
   flags.add("--checkpoint", &checkpoint, "model weights and config (.safetensors); required");
   flags.add("--input", &input, "a photo, or a folder: every .jpg/.jpeg/.png/.gif/.bmp in it, sorted; required");
@@ -38,13 +39,12 @@ int main(int argc, char** argv) {
   flags.add("--image-size", &image_size, "model input HxW; none: the checkpoint's image_size, else 160x240");
   flags.add("--batch-size", &batch_size, "photos per forward pass");
   flags.add("--threads", &threads, "compute threads; 0: all cores");
-  flags.add("--device", &device, "cpu|auto (auto is the CPU in this build)");
+  flags.add("--device", &device, "auto (the GPU when there is one, else the CPU) | cpu | cuda | cuda:N");
+  flags.add_switch("--tf32", &tf32, "TF32 GEMMs on the GPU (faster, 10-bit mantissa inputs; as TL_ALLOW_TF32=1)");
   return tl::cli::run_main("predict_unet", [&] {
     if (!flags.parse(argc, argv)) return 0;
     if (checkpoint.empty()) throw tl::cli::UsageError("--checkpoint is required");
     if (input.empty()) throw tl::cli::UsageError("--input is required");
-    tl::cli::check_choice("--device", device, {"auto", "cpu", "cuda"});
-    if (device == "cuda") throw std::runtime_error("--device cuda: this build has no CUDA kernels yet (use --device cpu)");
     if (!(threshold >= 0 && threshold <= 1))
       throw tl::cli::UsageError("--threshold: expected a number from 0 to 1, got " + std::to_string(threshold));
     if (threads < 0) throw tl::cli::UsageError("--threads: expected 0 (all cores) or more, got " + std::to_string(threads));
@@ -52,6 +52,13 @@ int main(int argc, char** argv) {
     int64_t height = 0, width = 0;
     if (!image_size.empty()) std::tie(height, width) = tl::cli::parse_size("--image-size", image_size);
     if (threads > 0) tl::set_num_threads(static_cast<int>(threads));
+    tl::Device dev;
+    try {
+      dev = tl::nn::resolve_device(device);
+    } catch (const std::invalid_argument& e) {
+      throw tl::cli::UsageError(e.what());
+    }
+    if (tf32) tl::set_allow_tf32(true);
 
     const std::vector<std::string> photos = tl::train::list_photos(input);
     std::map<std::string, std::string> stems;  // stem -> the photo that has it
@@ -61,7 +68,7 @@ int main(int argc, char** argv) {
         throw std::runtime_error(p + ": has the same stem as " + it->second + " (both would write " + stem + "_mask.png)");
     }
     const auto t0 = std::chrono::steady_clock::now();
-    const tl::train::Predictor predictor(checkpoint, height, width);
+    const tl::train::Predictor predictor(checkpoint, height, width, dev);
     fs::create_directories(output);
 
     std::vector<std::pair<std::string, std::string>> rows;  // the submission
@@ -98,11 +105,11 @@ int main(int argc, char** argv) {
     }
     if (!rle.empty()) tl::train::write_submission_csv(rle, rows);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("predict_unet: %lld photo%s -> %s/ (masks%s%s%s), model %lldx%lld, threshold %g, mean car %.1f%%, "
+    std::printf("predict_unet: %lld photo%s -> %s/ (masks%s%s%s), model %lldx%lld on %s, threshold %g, mean car %.1f%%, "
                 "%.2f s (%.0f ms per photo)\n",
                 static_cast<long long>(done), done == 1 ? "" : "s", output.c_str(), write_overlay ? ", overlays" : "",
                 rle.empty() ? "" : "; RLE: ", rle.c_str(), static_cast<long long>(predictor.height()),
-                static_cast<long long>(predictor.width()), threshold, 100.0 * car_fraction / static_cast<double>(done),
+                static_cast<long long>(predictor.width()), dev.str().c_str(), threshold, 100.0 * car_fraction / static_cast<double>(done),
                 seconds, 1000.0 * seconds / static_cast<double>(done));
     return 0;
   });

@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
           "UNet widths, one per level (on the synthetic set: 16,32,64,128, to train in minutes on 2 cores)");
     f.add_switch("--conv-bias", &c.conv_bias, "biases in the 3x3 convolutions (off: BatchNorm follows)");
     f.add("--seed", &seed, "seed of the weights, the shuffling and the augmentations");
-    f.add("--device", &c.device, "auto | cpu | cuda");
+    f.add("--device", &c.device, "auto (the GPU when there is one, else the CPU) | cpu | cuda | cuda:N");
+    f.add_switch("--tf32", &c.tf32, "TF32 GEMMs on the GPU (faster, 10-bit mantissa inputs; as TL_ALLOW_TF32=1)");
     f.add("--threads", &c.threads, "compute threads (0: all cores)");
     f.add("--workers", &c.workers, "loader threads that prepare batches ahead");
     f.add_switch("--no-augment", &no_augment, "train without rotation and flips");
@@ -67,7 +68,7 @@ int main(int argc, char** argv) {
     if (!c.resume.empty()) {
       // The run's own settings come from the checkpoint; only these may change on a resume.
       const std::vector<std::string> free_flags = {"--resume", "--epochs", "--max-steps", "--quiet", "--threads",
-                                                   "--workers", "--out", "--device"};
+                                                   "--workers", "--out", "--device", "--tf32"};
       for (const char* name : {"--data-dir", "--train-csv", "--val-csv", "--val-fraction", "--split-seed", "--synthetic-count",
                                "--image-size", "--batch-size", "--lr", "--optimizer", "--weight-decay", "--scheduler",
                                "--loss", "--activation", "--features", "--conv-bias", "--seed", "--no-augment", "--skip-bad"})
@@ -81,6 +82,7 @@ int main(int argc, char** argv) {
       if (f.was_set("--threads")) r.threads = c.threads;
       if (f.was_set("--workers")) r.workers = c.workers;
       if (f.was_set("--device")) r.device = c.device;
+      if (f.was_set("--tf32")) r.tf32 = true;  // else the run's own setting
       r.quiet = c.quiet;
       r.out = f.was_set("--out") ? c.out : std::filesystem::path(c.resume).parent_path().string();
       if (r.out.empty()) r.out = ".";

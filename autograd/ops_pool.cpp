@@ -27,11 +27,12 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, Size2 stride) {
   if (x.size(2) < kernel.h || x.size(3) < kernel.w)
     throw_op_error("max_pool2d", "input " + shape_str(x.shape()) + " is smaller than the kernel " +
                                      pair_str(kernel.h, kernel.w));
-  auto [out, indices] = kernels::max_pool2d(x, kernel.h, kernel.w, sh, sw);
+  const kernels::Pool2dParams p{kernel.h, kernel.w, sh, sw};
+  auto [out, indices] = kernels::max_pool2d(x, p);
   // indices (N, C, Ho, Wo) int64: where each output's value came from in its H*W plane
   return record("max_pool2d", out, {x},
-                [indices = indices, shape = x.shape()](const Tensor& g, const std::vector<bool>&) {
-                  return std::vector<Tensor>{kernels::max_pool2d_backward(g, indices, shape)};
+                [indices = indices, shape = x.shape(), p](const Tensor& g, const std::vector<bool>&) {
+                  return std::vector<Tensor>{kernels::max_pool2d_backward(g, indices, shape, p)};
                 });
 }
 

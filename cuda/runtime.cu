@@ -2,6 +2,7 @@
 #include <vector>
 
 #include "cuda/check.h"
+#include "cuda/launch.cuh"
 #include "cuda/runtime.h"
 
 namespace tl::cuda {
@@ -85,6 +86,17 @@ void synchronize(int device) {
   cudaStream_t s = stream(device);
   DeviceGuard guard(device);
   TL_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+int sm_count(int device) {
+  check_device(device);
+  static std::mutex mu;
+  static std::vector<int> counts;
+  std::lock_guard<std::mutex> lock(mu);
+  if (counts.empty()) counts.assign(static_cast<size_t>(device_count()), 0);
+  int& c = counts[static_cast<size_t>(device)];
+  if (c == 0) TL_CUDA_CHECK(cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, device));
+  return c;
 }
 
 }  // namespace tl::cuda

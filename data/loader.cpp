@@ -13,6 +13,11 @@
 
 #include "tensor/random.h"
 
+#if TL_WITH_CUDA
+#include "cuda/pinned.h"
+#include "cuda/runtime.h"
+#endif
+
 namespace tl::data {
 
 std::vector<int64_t> epoch_order(int64_t n, bool shuffle, uint64_t seed, int64_t epoch) {
@@ -161,6 +166,62 @@ Batch BatchLoader::assemble(const std::vector<int64_t>& order, int64_t epoch, in
     batch.indices.push_back(index);
   }
   return batch;
+}
+
+// ---- the device stager --------------------------------------------------------------------------
+
+struct DeviceStager::Ring {
+#if TL_WITH_CUDA
+  std::vector<std::unique_ptr<cuda::PinnedBuffer>> slots;
+  size_t next = 0;
+#endif
+};
+
+DeviceStager::DeviceStager(Device device, int64_t slots) : device_(device), ring_(std::make_unique<Ring>()) {
+  if (slots < 1) throw std::invalid_argument("DeviceStager: slots must be >= 1, got " + std::to_string(slots));
+  if (device.is_cpu()) return;
+#if TL_WITH_CUDA
+  cuda::check_device(device.index);
+  ring_->slots.resize(static_cast<size_t>(slots));
+#else
+  throw std::runtime_error("DeviceStager: cannot stage batches on " + device.str() + ": this build has no CUDA backend");
+#endif
+}
+
+DeviceStager::~DeviceStager() = default;  // each PinnedBuffer waits for its own pending copy
+
+Batch DeviceStager::to_device(const Batch& host) {
+  if (device_.is_cpu()) {
+    Batch out = host;
+    if (!out.images.device().is_cpu() || !out.masks.device().is_cpu())
+      throw std::invalid_argument("DeviceStager: expected a batch on the CPU, got images on " + out.images.device().str());
+    return out;
+  }
+  if (!host.images.device().is_cpu() || !host.masks.device().is_cpu())
+    throw std::invalid_argument("DeviceStager: expected a batch on the CPU, got images on " + host.images.device().str() +
+                                ", masks on " + host.masks.device().str());
+  Batch out;
+  out.indices = host.indices;
+#if TL_WITH_CUDA
+  const Tensor images = host.images.contiguous(), masks = host.masks.contiguous();
+  const auto image_bytes = static_cast<size_t>(images.numel()) * dtype_size(images.dtype());
+  const auto mask_bytes = static_cast<size_t>(masks.numel()) * dtype_size(masks.dtype());
+  auto& slot = ring_->slots[ring_->next];
+  ring_->next = (ring_->next + 1) % ring_->slots.size();
+  if (!slot || slot->nbytes() < image_bytes + mask_bytes) {
+    slot.reset();  // waits for its pending copy before the old buffer is freed
+    slot = std::make_unique<cuda::PinnedBuffer>(image_bytes + mask_bytes, device_.index);
+  }
+  slot->wait_copied();  // the copy queued out of this slot `slots` batches ago has read it
+  auto* staged = static_cast<char*>(slot->data());
+  std::memcpy(staged, images.raw_data(), image_bytes);
+  std::memcpy(staged + image_bytes, masks.raw_data(), mask_bytes);
+  out.images = empty(images.shape(), TensorOptions(images.dtype()).with_device(device_));
+  out.masks = empty(masks.shape(), TensorOptions(masks.dtype()).with_device(device_));
+  slot->copy_to_device_async(0, out.images.raw_data(), image_bytes);
+  slot->copy_to_device_async(image_bytes, out.masks.raw_data(), mask_bytes);
+#endif
+  return out;
 }
 
 }  // namespace tl::data

@@ -88,4 +88,41 @@ class BatchLoader {
   std::map<int64_t, Done> ready_;                      // batch number -> finished job
 };
 
+// Puts loader batches on the device the model runs on.
+//
+// On the CPU, to_device hands the batch through (same tensors). On a CUDA device each batch goes
+// through a ring of `slots` pinned host buffers:
+//   1. the next slot in the ring is taken; its event says whether the copy queued out of it `slots`
+//      batches ago has finished (it always has in a training loop, which reads the loss back every
+//      step; the wait is there so that the buffer is never overwritten while a DMA still reads it);
+//   2. images and masks are copied (memcpy) into the slot, one after the other;
+//   3. two asynchronous copies into fresh device tensors are queued on the device's stream, then the
+//      slot's event; to_device returns at once.
+// Every op runs on that same stream, so the forward that reads the batch is ordered after its copy
+// without a host wait, and the host is free while the copy and the compute run. Overlap comes from
+// that: the loader's workers assemble the next batches on their threads while the GPU computes, and
+// the host stages batch k+1 (steps 1-3) while the GPU still runs the backward and the optimizer step
+// of batch k. Pinned memory is what makes the copy a true asynchronous DMA (from pageable memory the
+// driver first copies through its own staging buffer, synchronously). Slots are allocated on first use
+// at the first batch's size and grow if a later batch is larger; nothing is allocated in a steady state.
+class DeviceStager {
+ public:
+  // Throws when `device` is a CUDA device and the build has no CUDA backend or the device is absent,
+  // and for slots < 1.
+  explicit DeviceStager(Device device, int64_t slots = 2);
+  ~DeviceStager();  // waits for copies still reading the pinned buffers
+  DeviceStager(const DeviceStager&) = delete;
+  DeviceStager& operator=(const DeviceStager&) = delete;
+
+  Device device() const { return device_; }
+  // The batch with images and masks on device() (the same shapes and dtypes; contiguous), indices
+  // copied. The host batch may be reused or freed as soon as this returns.
+  Batch to_device(const Batch& host);
+
+ private:
+  struct Ring;  // the pinned buffers (CUDA builds), defined in loader.cpp
+  Device device_;
+  std::unique_ptr<Ring> ring_;
+};
+
 }  // namespace tl::data

@@ -13,7 +13,9 @@ namespace tl::nn {
 //                     BCE-with-logits (mean), runs backward; returns "output", "loss",
 //                     "grad.<param>" for every parameter and "buffer.<name>" for every buffer after
 //                     the step's running-statistics update.
+// The model and the step run on `device`; the returned tensors are on the CPU.
 // Every fault is a std::runtime_error naming the file and the tensor.
-safetensors::NamedTensors unet_forward(const std::string& checkpoint, const std::string& input_path, bool train_step);
+safetensors::NamedTensors unet_forward(const std::string& checkpoint, const std::string& input_path, bool train_step,
+                                       Device device = Device::cpu());
 
 }  // namespace tl::nn

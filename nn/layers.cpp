@@ -65,10 +65,12 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   if (x.dim() != 4) throw std::invalid_argument("BatchNorm2d: expected a 4-D input (N, C, H, W), got " + shape_str(x.shape()));
   if (is_training()) {
     NoGradGuard no_grad;
-    num_batches_tracked.fill_(num_batches_tracked.item() + 1);
+    num_batches_tracked.fill_(static_cast<double>(++batches_tracked_));
   }
   return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }
+
+void BatchNorm2d::on_state_loaded() { batches_tracked_ = num_batches_tracked.item<int64_t>(); }
 
 const std::vector<std::string>& activation_names() {
   static const std::vector<std::string> names = {"relu", "gelu", "silu", "pysilu"};

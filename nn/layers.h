@@ -35,6 +35,16 @@ class BatchNorm2d : public Module {
   Tensor forward(const Tensor& x) override;  // (N, C, H, W); counts num_batches_tracked in training
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   double eps, momentum;
+
+ protected:
+  void on_state_loaded() override;
+
+ private:
+  // The value of num_batches_tracked, kept on the host so that counting a batch is a fill (queued on
+  // a GPU) rather than a read back from the device, which would wait for all queued work every
+  // forward. load_state_dict refreshes it (on_state_loaded); a value put into the buffer any other way
+  // is replaced at the next training forward.
+  int64_t batches_tracked_ = 0;
 };
 
 class MaxPool2d : public Module {

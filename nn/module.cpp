@@ -5,6 +5,10 @@
 
 #include "tensor/kernels.h"
 
+#if TL_WITH_CUDA
+#include "cuda/runtime.h"
+#endif
+
 namespace tl::nn {
 
 Tensor& Module::register_parameter(const std::string& name, Tensor t) {
@@ -96,11 +100,47 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
   if (!err.empty()) throw std::runtime_error("load_state_dict: the state does not fit the model:" + err);
 
   // Validation passed: nothing is written before every key is known to fit.
-  NoGradGuard no_grad;
-  for (const auto& [name, t] : own) {
-    auto it = state.find(name);
-    if (it != state.end()) kernels::copy_(t, it->second);
+  {
+    NoGradGuard no_grad;
+    for (const auto& [name, t] : own) {
+      auto it = state.find(name);
+      if (it != state.end()) kernels::copy_(t, it->second);
+    }
   }
+  notify_state_loaded();
+}
+
+void Module::notify_state_loaded() {
+  on_state_loaded();
+  for (auto& [n, m] : children_) m->notify_state_loaded();
+}
+
+Module& Module::to(Device device) {
+  // Every tensor to move, once (a tensor registered twice is one TensorImpl), with its gradient.
+  std::vector<Tensor> todo;
+  std::set<const TensorImpl*> seen;
+  auto add = [&](const Tensor& t) {
+    if (t.defined() && t.device() != device && seen.insert(t.impl()).second) todo.push_back(t);
+  };
+  for (const auto& [name, t] : state_dict()) {
+    add(t);
+    if (t.impl()->grad) add(Tensor(t.impl()->grad));
+  }
+  // All copies first, then the swap: a failed copy (no such device, out of memory) leaves the module
+  // where it was.
+  std::vector<Tensor> moved;
+  moved.reserve(todo.size());
+  {
+    NoGradGuard no_grad;
+    for (const Tensor& t : todo) moved.push_back(t.detach().to(device));  // contiguous, offset 0
+  }
+  for (size_t i = 0; i < todo.size(); ++i) {
+    TensorImpl* impl = todo[i].impl();
+    impl->storage = moved[i].storage();
+    impl->strides = moved[i].strides();
+    impl->offset = moved[i].offset();
+  }
+  return *this;
 }
 
 void Module::train(bool on) {
@@ -110,6 +150,32 @@ void Module::train(bool on) {
 
 void Module::zero_grad() {
   for (Tensor& p : parameters()) p.set_grad(Tensor());
+}
+
+Device resolve_device(const std::string& name) {
+  if (name == "auto") {
+#if TL_WITH_CUDA
+    if (cuda::device_count() > 0) return Device::cuda(0);
+#endif
+    return Device::cpu();
+  }
+  Device d;
+  try {
+    d = Device::parse(name);
+  } catch (const std::exception&) {
+    throw std::invalid_argument("--device: expected auto, cpu, cuda or cuda:N, got '" + name + "'");
+  }
+  if (d.is_cpu()) return d;
+#if TL_WITH_CUDA
+  const int n = cuda::device_count();
+  if (n == 0) throw std::runtime_error("--device " + name + ": no CUDA device is available");
+  if (d.index >= n)
+    throw std::runtime_error("--device " + name + ": no such CUDA device (this machine has " + std::to_string(n) +
+                             ": cuda:0 to cuda:" + std::to_string(n - 1) + ")");
+  return d;
+#else
+  throw std::runtime_error("--device " + name + ": this build has no CUDA backend (it was built without nvcc); use --device cpu");
+#endif
 }
 
 }  // namespace tl::nn

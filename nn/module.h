@@ -38,6 +38,12 @@ class Module {
   void load_state_dict(const NamedTensors& state, bool strict = true);
   void load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
 
+  // Moves every parameter and buffer (and every gradient) to `device`, in place: each tensor keeps its
+  // identity (handles such as a layer's `weight`, and an optimizer's references, stay valid) and gets
+  // a contiguous copy of its values on `device` as its storage. A tensor already there is left as it
+  // is. Create optimizers after moving: their state is made on the parameters' device. Returns *this.
+  Module& to(Device device);
+
   void train(bool on = true);
   void eval() { train(false); }
   bool is_training() const { return training_; }
@@ -46,6 +52,10 @@ class Module {
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
 
  protected:
+  // Called on every module of the tree after load_state_dict has written the values, for modules
+  // that keep a host-side copy of some state (BatchNorm2d's batch counter).
+  virtual void on_state_loaded() {}
+
   Tensor& register_parameter(const std::string& name, Tensor t);  // makes t a leaf requiring grad
   Tensor& register_buffer(const std::string& name, Tensor t);
   template <typename M>
@@ -57,11 +67,18 @@ class Module {
  private:
   void add_child(const std::string& name, std::shared_ptr<Module> m);
   void collect(const std::string& prefix, bool params, bool buffers, NamedTensors& out) const;
+  void notify_state_loaded();
 
   bool training_ = true;
   std::vector<std::pair<std::string, Tensor>> params_;
   std::vector<std::pair<std::string, Tensor>> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
 };
+
+// The device a `--device` flag names: "cpu", "cuda", "cuda:N", or "auto": cuda:0 when this build has
+// the CUDA backend and a GPU is present, else the CPU. Throws std::invalid_argument for another name,
+// std::runtime_error (one line, starting "--device NAME: ") when the build has no CUDA backend or the
+// CUDA device is not there.
+Device resolve_device(const std::string& name);
 
 }  // namespace tl::nn

@@ -3,12 +3,14 @@
 
 #include "tensor/profile.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
+#include <tuple>
 #include <sstream>
 #include <stdexcept>
 
-#include "tensor/functors.h"  // TL_HD
+#include "nn/optim_update.h"
 #include "tensor/parallel.h"
 
 namespace tl::optim {
@@ -19,44 +21,6 @@ constexpr int64_t kGrain = 1 << 14;  // elements per thread chunk of an update
 using detail::fail;
 using detail::num;
 
-// ---- the per-element updates. Each line is one op of torch 1.13's _single_tensor_* function (quoted
-// beside it). A hyperparameter enters as T(x), torch's rounding of the Python float to the tensor's
-// dtype; std::fma stands where torch's vectorized CPU kernels fuse (add with alpha is
-// fmadd(other, alpha, self); addcmul's `self + value * t1 * t2` is contracted), and addcdiv adds an
-// unfused quotient. With these choices ten float32 steps of every optimizer here reproduced torch
-// 1.13's CPU (AVX2) results bit for bit on a million elements; each other choice changed thousands.
-template <class T>
-struct SgdUpdate {
-  T weight_decay, momentum, one_minus_dampening, neg_lr;
-  bool decay, has_momentum, nesterov;
-  bool first;  // this parameter's first update: the buffer starts as a copy of the gradient
-  TL_HD void operator()(T& p, T g, T& buf) const {
-    T d = decay ? std::fma(p, weight_decay, g) : g;  // d_p = d_p.add(param, alpha=weight_decay)
-    if (has_momentum) {
-      // buf.mul_(momentum).add_(d_p, alpha=1 - dampening)
-      buf = first ? d : std::fma(d, one_minus_dampening, buf * momentum);
-      d = nesterov ? std::fma(buf, momentum, d) : buf;  // d_p = d_p.add(buf, alpha=momentum)
-    }
-    p = std::fma(d, neg_lr, p);  // param.add_(d_p, alpha=-lr)
-  }
-};
-
-template <class T>
-struct AdamUpdate {
-  T decay;         // AdamW: 1 - lr * weight_decay
-  T weight_decay;  // Adam: the L2 coefficient
-  T beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size;
-  bool decoupled, l2;
-  TL_HD void operator()(T& p, T g, T& m, T& v) const {
-    if (decoupled) p = p * decay;                     // param.mul_(1 - lr * weight_decay)
-    if (l2) g = std::fma(p, weight_decay, g);         // grad = grad.add(param, alpha=weight_decay)
-    m = std::fma(g, one_minus_beta1, m * beta1);      // exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-    v = std::fma(one_minus_beta2 * g, g, v * beta2);  // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    const T denom = std::sqrt(v) / bias_correction2_sqrt + eps;  // (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)
-    p = p + neg_step_size * m / denom;                // param.addcdiv_(exp_avg, denom, value=-step_size)
-  }
-};
-
 // Runs update(p, g, n) on contiguous data of `param` (written back when it is a strided view) and of
 // its gradient.
 template <class T, class Fn>
@@ -66,6 +30,35 @@ void update_param(const Tensor& param, const Tensor& grad, const Fn& update) {
   update(p.data_ptr<T>(), g.data_ptr<T>(), p.numel());
   if (!p.is_same(param)) Tensor(param).copy_(p);
 }
+
+#if TL_WITH_CUDA
+// The parameters on CUDA devices, gathered during a step and updated by fused launches at its end:
+// grouped by (device, dtype, the parameter's step count), since the update's constants depend on
+// the count and one launch runs one functor.
+class DeviceBatch {
+ public:
+  void add(const Tensor& param, const Tensor& grad, const std::vector<Tensor>& slots, int64_t step) {
+    Tensor p = param.is_contiguous() ? param : param.contiguous();
+    if (!p.is_same(param)) write_back_.emplace_back(param, p);
+    const Tensor g = grad.is_contiguous() ? grad : grad.contiguous();
+    keep_.push_back(g);
+    DeviceSlots d{p.raw_data(), g.raw_data(), slots.size() > 0 ? slots[0].raw_data() : nullptr,
+                  slots.size() > 1 ? slots[1].raw_data() : nullptr, p.numel()};
+    groups_[{param.device().index, param.dtype(), step}].push_back(d);
+  }
+  // Calls launch(device, dtype, step, slots) per group, then copies strided parameters back.
+  template <class Launch>
+  void run(const Launch& launch) {
+    for (const auto& [key, slots] : groups_) launch(std::get<0>(key), std::get<1>(key), std::get<2>(key), slots);
+    for (auto& [param, p] : write_back_) Tensor(param).copy_(p);
+  }
+
+ private:
+  std::map<std::tuple<int, DType, int64_t>, std::vector<DeviceSlots>> groups_;
+  std::vector<Tensor> keep_;                             // contiguous gradients, alive until the launches
+  std::vector<std::pair<Tensor, Tensor>> write_back_;    // (strided parameter, its contiguous copy)
+};
+#endif
 
 // Calls fn(i) for every i in [0, n). Elements are independent, so the split does not change results.
 template <class Fn>
@@ -148,9 +141,6 @@ std::vector<size_t> Optimizer::params_with_grad() const {
     const auto& [n, p] = params_[i];
     const Tensor g = p.grad();
     if (!g.defined()) continue;
-    if (!p.device().is_cpu())
-      fail(name_, "parameter '" + n + "' is on " + p.device().str() +
-                      "; the optimizer update runs on CPU tensors only (no CUDA kernel yet)");
     if (g.shape() != p.shape() || g.dtype() != p.dtype() || g.device() != p.device())
       fail(name_, "gradient of '" + n + "' is " + shape_str(g.shape()) + " " + dtype_name(g.dtype()) + " on " +
                       g.device().str() + ", the parameter " + shape_str(p.shape()) + " " + dtype_name(p.dtype()) +
@@ -257,12 +247,25 @@ SGD::SGD(NamedParams params, SGDOptions options)
 void SGD::step() {
   profile::Scope scope(profile::Kind::Optimizer);
   NoGradGuard no_grad;
+  auto functor = [&]<typename T>(int64_t step) {
+    return SgdUpdate<T>{T(opt_.weight_decay), T(opt_.momentum), T(1 - opt_.dampening), T(-lr_),
+                        opt_.weight_decay != 0, opt_.momentum != 0, opt_.nesterov, step == 0};
+  };
+#if TL_WITH_CUDA
+  DeviceBatch on_device;
+#endif
   for (size_t i : params_with_grad()) {
     const Tensor& param = params_[i].second;
     ParamState& st = state_[i];
+#if TL_WITH_CUDA
+    if (param.device().is_cuda()) {
+      on_device.add(param, param.grad(), st.slot, st.step);
+      ++st.step;
+      continue;
+    }
+#endif
     dispatch_floating(param.dtype(), "SGD", [&]<typename T>() {
-      const SgdUpdate<T> f{T(opt_.weight_decay), T(opt_.momentum), T(1 - opt_.dampening), T(-lr_),
-                           opt_.weight_decay != 0, opt_.momentum != 0, opt_.nesterov, st.step == 0};
+      const SgdUpdate<T> f = functor.template operator()<T>(st.step);
       T* buf = f.has_momentum ? st.slot[0].data_ptr<T>() : nullptr;
       update_param<T>(param, param.grad(), [&](T* p, const T* g, int64_t n) {
         for_each_index(n, [&](int64_t j) {
@@ -273,6 +276,11 @@ void SGD::step() {
     });
     ++st.step;
   }
+#if TL_WITH_CUDA
+  on_device.run([&](int device, DType dtype, int64_t step, const std::vector<DeviceSlots>& slots) {
+    dispatch_floating(dtype, "SGD", [&]<typename T>() { cuda_sgd_step<T>(slots, functor.template operator()<T>(step), device); });
+  });
+#endif
   ++steps_;
 }
 
@@ -290,20 +298,33 @@ void Adam::step() {
   profile::Scope scope(profile::Kind::Optimizer);
   NoGradGuard no_grad;
   const AdamOptions& o = opt_;
-  for (size_t i : params_with_grad()) {
-    const Tensor& param = params_[i].second;
-    ParamState& st = state_[i];
-    ++st.step;
-    // Host-side scalars in double, as torch computes them in Python from its step count.
-    const double t = static_cast<double>(st.step);
+  // The update's constants after `step` updates. Host-side scalars in double, as torch computes them
+  // in Python from its step count.
+  auto functor = [&]<typename T>(int64_t step) {
+    const double t = static_cast<double>(step);
     const double bias_correction1 = 1 - std::pow(o.beta1, t);
     const double bias_correction2 = 1 - std::pow(o.beta2, t);
     const double step_size = lr_ / bias_correction1;
     const double bias_correction2_sqrt = std::sqrt(bias_correction2);
+    return AdamUpdate<T>{T(1 - lr_ * o.weight_decay), T(o.weight_decay), T(o.beta1), T(1 - o.beta1), T(o.beta2),
+                         T(1 - o.beta2), T(bias_correction2_sqrt), T(o.eps), T(-step_size),
+                         decoupled_, !decoupled_ && o.weight_decay != 0};
+  };
+#if TL_WITH_CUDA
+  DeviceBatch on_device;
+#endif
+  for (size_t i : params_with_grad()) {
+    const Tensor& param = params_[i].second;
+    ParamState& st = state_[i];
+    ++st.step;
+#if TL_WITH_CUDA
+    if (param.device().is_cuda()) {
+      on_device.add(param, param.grad(), st.slot, st.step);
+      continue;
+    }
+#endif
     dispatch_floating(param.dtype(), name_.c_str(), [&]<typename T>() {
-      const AdamUpdate<T> f{T(1 - lr_ * o.weight_decay), T(o.weight_decay), T(o.beta1), T(1 - o.beta1), T(o.beta2),
-                            T(1 - o.beta2), T(bias_correction2_sqrt), T(o.eps), T(-step_size),
-                            decoupled_, !decoupled_ && o.weight_decay != 0};
+      const AdamUpdate<T> f = functor.template operator()<T>(st.step);
       T* m = st.slot[0].data_ptr<T>();
       T* v = st.slot[1].data_ptr<T>();
       update_param<T>(param, param.grad(), [&](T* p, const T* g, int64_t n) {
@@ -311,6 +332,13 @@ void Adam::step() {
       });
     });
   }
+#if TL_WITH_CUDA
+  on_device.run([&](int device, DType dtype, int64_t step, const std::vector<DeviceSlots>& slots) {
+    dispatch_floating(dtype, name_.c_str(), [&]<typename T>() {
+      cuda_adam_step<T>(slots, functor.template operator()<T>(step), device);
+    });
+  });
+#endif
   ++steps_;
 }
 
@@ -322,11 +350,20 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
   for (const Tensor& p : params)
     if (p.defined() && p.grad().defined()) grads.push_back(p.grad());
   if (grads.empty()) return 0.0;
-  // torch: the norm of the per-gradient norms, each rounded to the gradient's dtype.
+  // torch: the norm of the per-gradient norms, each rounded to the gradient's dtype. Each norm is
+  // written into one float64 vector on its gradient's device, read back once per device (one
+  // synchronization for a model on a GPU, not one per gradient).
   double total_sq = 0;
+  std::vector<std::pair<Device, std::vector<Tensor>>> norms_on;
   for (const Tensor& g : grads) {
-    const double n = sqrt(sum(g * g)).item();
-    total_sq += n * n;
+    auto it = std::find_if(norms_on.begin(), norms_on.end(), [&](const auto& e) { return e.first == g.device(); });
+    if (it == norms_on.end()) it = norms_on.insert(norms_on.end(), {g.device(), {}});
+    it->second.push_back(sqrt(sum(g * g)));
+  }
+  for (const auto& [device, norms] : norms_on) {
+    Tensor all = empty({static_cast<int64_t>(norms.size())}, TensorOptions(kFloat64).with_device(device));
+    for (size_t i = 0; i < norms.size(); ++i) all.select(0, static_cast<int64_t>(i)).copy_(norms[i]);
+    for (double n : all.to_vector<double>()) total_sq += n * n;
   }
   const double total = std::sqrt(total_sq);
   if (!std::isfinite(total)) return total;

@@ -14,7 +14,10 @@
 # Also needed: CMake 3.25+, a C++20 compiler with OpenMP, nvcc and cuBLAS (CUDA 12+; nvcc found on
 # PATH or as /usr/local/cuda/bin/nvcc), compute-sanitizer (ships with the toolkit).
 # Optional environment: TL_BUILD_DIR (default build/gpu_check), CMAKE_CUDA_ARCHITECTURES (default 90),
-# JOBS (default: the number of cores).
+# JOBS (default: the number of cores). The benchmark step: TL_TORCH_PYTHON (the Python with torch,
+# default python3 on PATH), TL_BENCH_ITERS (timed steps, default 20), TL_BENCH_WARMUP (default 5),
+# TL_BENCH_CONFIGS (comma-separated B:HxW:ACT, default batch 16 at 160x240 and batch 4 at 320x480,
+# each activation), TL_BENCH_PROFILE (the config profiled by layer, default 16:160x240:relu; empty: none).
 # The step functions below run through `step`, which shellcheck cannot follow.
 # shellcheck disable=SC2317
 set -uo pipefail
@@ -29,6 +32,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${TL_BUILD_DIR:-$root/build/gpu_check}
 arch=${CMAKE_CUDA_ARCHITECTURES:-90}
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 4)}
+torch_python=${TL_TORCH_PYTHON:-$(command -v python3 || echo python3)}
+bench_iters=${TL_BENCH_ITERS:-20}
+bench_warmup=${TL_BENCH_WARMUP:-5}
+bench_configs=${TL_BENCH_CONFIGS:-16:160x240:relu,16:160x240:gelu,16:160x240:silu,16:160x240:pysilu,4:320x480:relu,4:320x480:gelu,4:320x480:silu,4:320x480:pysilu}
+bench_profile=${TL_BENCH_PROFILE-16:160x240:relu}
 summary=()
 failed=0
 export PATH="$PATH:/usr/local/cuda/bin:/usr/local/cuda/compute-sanitizer"
@@ -54,6 +62,7 @@ env_report() {
   command -v nvcc >/dev/null && nvcc --version
   [ -x /usr/local/cuda/bin/nvcc ] && /usr/local/cuda/bin/nvcc --version
   cmake --version | head -n 1
+  "$torch_python" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPU", torch.cuda.is_available())'
   git -C "$root" log -1 --oneline 2>/dev/null
   git -C "$root" status --short 2>/dev/null
   return 0
@@ -106,10 +115,25 @@ if [ $n -eq 0 ]; then
   failed=1
 fi
 
-# ---- GPU benchmark
-# TODO(gpu bench): when bench/bench_unet takes --device, run here and keep the output, e.g.
-#   step "bench_unet cuda" 06_bench_unet.log "$build/bench_unet" --device cuda --config 4:160x240:relu --json
-summary+=("TODO  bench_unet on the GPU (bench_unet has no --device flag yet)")
+# ---- GPU benchmark: our UNet against PyTorch eager on this GPU (bench/compare_gpu.py), the table of
+# docs/PERFORMANCE.md. The report, raw JSON lines and each process's stderr go to LOGDIR/06_bench_gpu/.
+# Without torch for TL_TORCH_PYTHON our side still runs and the step reports SKIP for the reference.
+bench_gpu() {
+  if [ ! -x "$build/bench_unet_gpu" ]; then echo "$build/bench_unet_gpu was not built"; return 1; fi
+  local profile=()
+  if [ -n "$bench_profile" ]; then profile=(--profile "$bench_profile"); fi
+  python3 "$root/bench/compare_gpu.py" --ours "$build/bench_unet_gpu" --python "$torch_python" \
+    --iters "$bench_iters" --warmup "$bench_warmup" --configs "$bench_configs" "${profile[@]}" \
+    --log-dir "$logdir/06_bench_gpu"
+}
+echo "== gpu bench: ours and PyTorch eager (log: $logdir/06_bench_gpu.log)"
+bench_gpu >"$logdir/06_bench_gpu.log" 2>&1
+rc=$?
+case $rc in
+  0) summary+=("PASS  gpu bench (report: 06_bench_gpu/report.md)") ;;
+  77) summary+=("SKIP  gpu bench: PyTorch reference ($torch_python cannot import torch or sees no GPU); ours in 06_bench_gpu/report.md") ;;
+  *) summary+=("FAIL  gpu bench (exit $rc, see 06_bench_gpu.log)"); failed=1 ;;
+esac
 
 echo
 {

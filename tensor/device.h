@@ -1,6 +1,6 @@
 #pragma once
-// Where a tensor's bytes live. The CPU is the only device with kernels in this layer; `cuda:N`
-// is a valid name whose kernels come from the cuda/ backend.
+// Where a tensor's bytes live: the CPU, or `cuda:N`, whose kernels come from the cuda/ backend when
+// the build has it.
 #include <string>
 
 namespace tl {

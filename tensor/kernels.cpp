@@ -1,5 +1,5 @@
 // Device dispatch of the primitive ops. Every op checks that its tensor arguments share one device
-// and then runs the CPU body or the CUDA backend's.
+// and then runs the CPU body (tensor/cpu/) or the CUDA backend's (cuda/ops.h).
 #include "tensor/kernels.h"
 
 #include <initializer_list>
@@ -11,7 +11,7 @@
 
 #if TL_WITH_CUDA
 #include "cuda/copy.h"
-#include "tensor/strided.h"
+#include "cuda/ops.h"
 #endif
 
 namespace tl::kernels {
@@ -32,19 +32,28 @@ Device common_device(const char* op, std::initializer_list<const Tensor*> ts) {
   return first->device();
 }
 
-// The place a CUDA body will be called from; until the cuda/ backend provides one, a clear error.
-[[noreturn]] void no_device_kernel(const char* op, Device d) {
-  throw std::runtime_error(std::string(op) + ": no kernel for " + d.str() + " in this build");
+// A build without the CUDA backend has no kernels for cuda:N tensors.
+[[maybe_unused]] [[noreturn]] void no_device_kernel(const char* op, Device d) {
+  throw std::runtime_error(std::string(op) + ": no kernel for " + d.str() + " in this build (built without CUDA)");
 }
 
 }  // namespace
 
+#if TL_WITH_CUDA
+#define TL_DISPATCH(op, call, ...)                                     \
+  do {                                                                 \
+    const Device dev_ = common_device(op, {__VA_ARGS__});              \
+    if (dev_.is_cpu()) return cpu::call;                               \
+    return cuda::call;                                                 \
+  } while (0)
+#else
 #define TL_DISPATCH(op, call, ...)                                     \
   do {                                                                 \
     const Device dev_ = common_device(op, {__VA_ARGS__});              \
     if (dev_.is_cpu()) return cpu::call;                               \
     no_device_kernel(op, dev_);                                        \
   } while (0)
+#endif
 
 #if TL_WITH_CUDA
 namespace {
@@ -138,6 +147,26 @@ Tensor reduce(Reduce op, const Tensor& x, const std::vector<int64_t>& dims, bool
   profile::Scope scope(profile::Kind::Reduction);
   TL_DISPATCH("reduce", reduce(op, x, dims, keepdim), &x);
 }
+ReducePlan reduce_plan(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  const int64_t nd = x.dim();
+  std::vector<bool> reduced(static_cast<size_t>(nd), dims.empty());
+  for (int64_t d : dims) reduced[static_cast<size_t>(d)] = true;
+  ReducePlan p;
+  for (int64_t d = 0; d < nd; ++d) {
+    if (reduced[static_cast<size_t>(d)]) {
+      p.inner_shape.push_back(x.size(d));
+      p.inner_strides.push_back(x.stride(d));
+      if (keepdim) p.out_shape.push_back(1);
+    } else {
+      p.outer_shape.push_back(x.size(d));
+      p.outer_strides.push_back(x.stride(d));
+      p.out_shape.push_back(x.size(d));
+    }
+  }
+  p.count = numel_of(p.inner_shape);
+  return p;
+}
+
 Tensor bmm(const Tensor& a, const Tensor& b) { TL_DISPATCH("matmul", bmm(a, b), &a, &b); }
 
 // Multiply-adds x 2 of a convolution with input x_shape, weight w_shape and output spatial size out_hw.
@@ -160,13 +189,13 @@ Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& 
   TL_DISPATCH("conv2d_backward_weight", conv2d_backward_weight(grad, x, w_shape, p), &grad, &x);
 }
 
-std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw) {
+std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, Pool2dParams p) {
   profile::Scope scope(profile::Kind::Pooling);
-  TL_DISPATCH("max_pool2d", max_pool2d(x, kh, kw, sh, sw), &x);
+  TL_DISPATCH("max_pool2d", max_pool2d(x, p), &x);
 }
-Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape) {
+Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape, Pool2dParams p) {
   profile::Scope scope(profile::Kind::Pooling);
-  TL_DISPATCH("max_pool2d_backward", max_pool2d_backward(grad, indices, x_shape), &grad, &indices);
+  TL_DISPATCH("max_pool2d_backward", max_pool2d_backward(grad, indices, x_shape, p), &grad, &indices);
 }
 
 BatchNormOutput batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "tensor/functors.h"  // TL_HD
 #include "tensor/tensor.h"
 
 namespace tl::kernels {
@@ -35,6 +36,15 @@ Tensor binary(Binary op, const Tensor& a, const Tensor& b);
 // ---- reductions over `dims` (sorted, unique, already wrapped; empty means all dims)
 enum class Reduce { Sum, Mean, Max };
 Tensor reduce(Reduce op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
+// x's dims split for a backend's reduce: the kept ("outer") dims index the outputs, the reduced
+// ("inner") dims the `count` elements each output reduces.
+struct ReducePlan {
+  Shape out_shape;  // with keepdim, 1 in each reduced dim
+  Shape outer_shape, inner_shape;
+  Strides outer_strides, inner_strides;
+  int64_t count = 1;  // elements per output
+};
+ReducePlan reduce_plan(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
 
 // ---- GEMM: (B, M, K) x (B, K, N) -> (B, M, N), any strides (batch stride may be 0)
 Tensor bmm(const Tensor& a, const Tensor& b);
@@ -51,10 +61,22 @@ Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x
 Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& w_shape, Conv2dParams p);
 
 // ---- pooling: x (N, C, H, W) -> (output, indices), indices (int64) index into each H*W plane
-std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw);
-Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape);
+struct Pool2dParams {
+  int64_t kernel_h, kernel_w, stride_h, stride_w;
+};
+std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, Pool2dParams p);
+// The forward's params tell a backend which windows hold a pixel (the CUDA kernel gathers).
+Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape, Pool2dParams p);
 
 // ---- batch norm over every dim but 1 (channels)
+// x (N, C, S...) read as (N, C, S), S the product of the trailing dims; channel c's N*S values are
+// x[(n * C + c) * S + s] when x is contiguous. Both backends' kernels index it so.
+struct NCS {
+  int64_t n, c, s;
+  explicit NCS(const Shape& shape)
+      : n(shape[0]), c(shape[1]), s(numel_of(shape) / (shape[0] * shape[1] > 0 ? shape[0] * shape[1] : 1)) {}
+  TL_HD int64_t per_channel() const { return n * s; }
+};
 struct BatchNormOutput {
   Tensor y;
   Tensor mean;    // (C) the statistics used: batch mean (training) or running mean (eval)

@@ -53,4 +53,11 @@ int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op) {
   return dim < 0 ? dim + (ndim == 0 ? 1 : ndim) : dim;
 }
 
+Strides broadcast_strides(const Shape& shape, const Strides& strides, const Shape& out_shape) {
+  Strides r(out_shape.size(), 0);
+  const size_t lead = out_shape.size() - shape.size();
+  for (size_t i = 0; i < shape.size(); ++i) r[lead + i] = shape[i] == 1 ? 0 : strides[i];
+  return r;
+}
+
 }  // namespace tl

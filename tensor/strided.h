@@ -37,14 +37,6 @@ StridedPlan<N> make_strided_plan(const Shape& shape, const std::array<Strides, N
   return p;
 }
 
-// Strides of a tensor with `shape`/`strides` read as if broadcast to `out_shape` (right-aligned).
-inline Strides broadcast_strides(const Shape& shape, const Strides& strides, const Shape& out_shape) {
-  Strides r(out_shape.size(), 0);
-  size_t lead = out_shape.size() - shape.size();
-  for (size_t i = 0; i < shape.size(); ++i) r[lead + i] = shape[i] == 1 ? 0 : strides[i];
-  return r;
-}
-
 constexpr int64_t kElementwiseGrain = 32768;  // elements below which a loop stays on one thread
 
 template <size_t N, typename RowFn>

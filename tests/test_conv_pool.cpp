@@ -283,7 +283,7 @@ void check_pool(const PoolCase& k, const Tensor& leaf, const Tensor& x, bool per
   Tensor R = randn(out.shape(), x.dtype());
   PoolRef r = naive_max_pool(k, Ho, Wo, sh, sw, x.to_vector<double>(), R.to_vector<double>());
   check_close_nan(out, r.out, tol);
-  auto [values, indices] = kernels::max_pool2d(x.detach(), k.kh, k.kw, sh, sw);
+  auto [values, indices] = kernels::max_pool2d(x.detach(), {k.kh, k.kw, sh, sw});
   CHECK(indices.dtype() == kInt64);
   TL_CHECK_CLOSE(indices, f64(r.index, out.shape()), 0.0);
   sum(mul(out, R)).backward();

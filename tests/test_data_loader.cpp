@@ -16,6 +16,10 @@
 #include "data/resize.h"
 #include "tests/test_util.h"
 
+#if TL_WITH_CUDA
+#include "cuda/runtime.h"
+#endif
+
 using namespace tl;
 using namespace tl::data;
 using tl::testing::error_of;
@@ -522,6 +526,25 @@ TEST_CASE("loader: an exception while assembling a batch surfaces in next(); des
   }  // each destructor joins workers that may hold a batch or wait for room
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   CHECK_MESSAGE(seconds < 30, seconds);
+}
+
+TEST_CASE("DeviceStager: the CPU is a pass-through; a GPU that is not there is an error") {
+  Batch b;
+  b.images = randn({2, 3, 4, 6});
+  b.masks = zeros({2, 1, 4, 6});
+  b.indices = {5, 1};
+  DeviceStager cpu(Device::cpu());
+  const Batch out = cpu.to_device(b);
+  CHECK(out.images.is_same(b.images));
+  CHECK(out.masks.is_same(b.masks));
+  CHECK(out.indices == b.indices);
+  CHECK_THROWS_AS(DeviceStager(Device::cpu(), 0), std::invalid_argument);
+#if TL_WITH_CUDA
+  if (cuda::device_count() == 0) CHECK_THROWS_AS(DeviceStager(Device::cuda(0)), std::runtime_error);
+  // With a GPU, test_cuda checks the staged bytes.
+#else
+  CHECK_THROWS_WITH_AS(DeviceStager(Device::cuda(0)), doctest::Contains("this build has no CUDA backend"), std::runtime_error);
+#endif
 }
 
 TEST_CASE("dataset and loader: the first 16 samples of the real Carvana sample at 160x240") {

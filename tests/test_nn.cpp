@@ -10,6 +10,10 @@
 #include "nn/unet.h"
 #include "tests/test_util.h"
 
+#if TL_WITH_CUDA
+#include "cuda/runtime.h"
+#endif
+
 using namespace tl;
 using namespace tl::nn;
 namespace fs = std::filesystem;
@@ -100,6 +104,55 @@ TEST_CASE("train and eval, BatchNorm statistics and num_batches_tracked") {
   CHECK(bn.num_batches_tracked.item() == 2);
   CHECK_THROWS_WITH_AS(bn.forward(zeros({3, 5})), "BatchNorm2d: expected a 4-D input (N, C, H, W), got (3,5)",
                        std::invalid_argument);
+
+  // The count is kept on the host too (no read back per forward); load_state_dict refreshes it.
+  BatchNorm2d other(3);
+  std::map<std::string, Tensor> sd;
+  for (auto& [n, t] : other.state_dict()) sd[n] = t.clone();
+  sd["num_batches_tracked"] = scalar_tensor(41, kInt64);
+  bn.load_state_dict(sd);
+  CHECK(bn.num_batches_tracked.item() == 41);
+  bn.train();
+  bn.forward(x);
+  CHECK(bn.num_batches_tracked.item() == 42);
+}
+
+TEST_CASE("Module::to moves in place; the device flag resolves; a failed move leaves the model") {
+  Generator g(3);
+  UNet net(small_config(), &g);
+  std::vector<const void*> data;
+  for (auto& [n, t] : net.state_dict()) data.push_back(t.storage()->data());
+  Tensor y = net.forward(randn({1, 3, 8, 8}));
+  binary_cross_entropy_with_logits(y, zeros_like(y.detach())).backward();
+  const Tensor w = net.named_parameters().back().second;  // final_conv.bias: a handle taken before the move
+  CHECK(&net.to(Device::cpu()) == &net);   // already there: nothing moves
+  size_t i = 0;
+  for (auto& [n, t] : net.state_dict()) CHECK_MESSAGE(t.storage()->data() == data[i++], n);
+  CHECK(w.is_same(net.named_parameters().back().second));
+  CHECK(w.grad().defined());
+
+  CHECK(resolve_device("cpu") == Device::cpu());
+  CHECK_THROWS_WITH_AS(resolve_device("gpu"), "--device: expected auto, cpu, cuda or cuda:N, got 'gpu'",
+                       std::invalid_argument);
+  CHECK_THROWS_AS(resolve_device("cuda:x"), std::invalid_argument);
+#if TL_WITH_CUDA
+  const bool gpu = cuda::device_count() > 0;
+#else
+  const bool gpu = false;
+#endif
+  if (!gpu) {  // with a GPU, test_cuda moves models there and back
+    CHECK(resolve_device("auto") == Device::cpu());
+#if TL_WITH_CUDA
+    CHECK_THROWS_WITH_AS(resolve_device("cuda"), "--device cuda: no CUDA device is available", std::runtime_error);
+#else
+    CHECK_THROWS_WITH_AS(resolve_device("cuda:1"), doctest::Contains("--device cuda:1: this build has no CUDA backend"),
+                         std::runtime_error);
+#endif
+    const std::vector<float> before = w.to_vector<float>();
+    CHECK_THROWS(net.to(Device::cuda(0)));
+    for (auto& [n, t] : net.state_dict()) CHECK_MESSAGE(t.device().is_cpu(), n);
+    CHECK(w.to_vector<float>() == before);
+  }
 }
 
 TEST_CASE("the UNet runs any input size, cropping skips, and returns logits") {

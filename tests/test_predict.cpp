@@ -17,6 +17,10 @@
 #include "tests/test_util.h"
 #include "train/predict.h"
 
+#if TL_WITH_CUDA
+#include "cuda/runtime.h"
+#endif
+
 using namespace tl;
 using namespace tl::train;
 using data::Image;
@@ -273,13 +277,22 @@ TEST_CASE("predict: the predict_unet and inference_panel apps end to end, and th
   CHECK_MESSAGE(out == "predict_unet: --checkpoint is required (see --help)\n", out);
   CHECK(run(app + " --checkpoint " + dir.file("nope.safetensors") + " --input " + dir.file("in"), &out) == 1);
   CHECK_MESSAGE(out.rfind("predict_unet: " + dir.file("nope.safetensors") + ": ", 0) == 0, out);
+  CHECK(run(app + " --checkpoint " + ckpt + " --input " + dir.file("in") + " --device gpu", &out) == 2);
+  CHECK_MESSAGE(out == "predict_unet: --device: expected auto, cpu, cuda or cuda:N, got 'gpu' (see --help)\n", out);
+#if TL_WITH_CUDA
+  if (cuda::device_count() == 0) {
+    CHECK(run(app + " --checkpoint " + ckpt + " --input " + dir.file("in") + " --device cuda", &out) == 1);
+    CHECK_MESSAGE(out == "predict_unet: --device cuda: no CUDA device is available\n", out);
+  }
+#else
   CHECK(run(app + " --checkpoint " + ckpt + " --input " + dir.file("in") + " --device cuda", &out) == 1);
-  CHECK_MESSAGE(out == "predict_unet: --device cuda: this build has no CUDA kernels yet (use --device cpu)\n", out);
+  CHECK_MESSAGE(out.rfind("predict_unet: --device cuda: this build has no CUDA backend", 0) == 0, out);
+#endif
   CHECK(run(app + " --checkpoint " + ckpt + " --input " + dir.file("in") + " --threshold 2", &out) == 2);
 
   const std::string o = dir.file("out");
   REQUIRE(run(app + " --checkpoint " + ckpt + " --input " + dir.file("in") + " --output " + o + " --overlay --rle " +
-                  dir.file("sub.csv") + " --threads 2 --batch-size 2",
+                  dir.file("sub.csv") + " --threads 2 --batch-size 2 --device cpu",
               &out) == 0);
   CHECK_MESSAGE(out.rfind("predict_unet: 3 photos -> " + o + "/ (masks, overlays; RLE: ", 0) == 0, out);
   const Predictor p(ckpt);

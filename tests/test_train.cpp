@@ -16,6 +16,10 @@
 #include "train/metrics.h"
 #include "train/trainer.h"
 
+#if TL_WITH_CUDA
+#include "cuda/runtime.h"
+#endif
+
 using namespace tl;
 using namespace tl::train;
 namespace fs = std::filesystem;
@@ -39,6 +43,7 @@ TrainConfig small_config(const fs::path& out) {
   c.lr = 3e-3;
   c.workers = 1;
   c.threads = 2;
+  c.device = "cpu";  // bit-identical resumes are a CPU promise; test_cuda covers the GPU
   c.quiet = true;
   c.out = out.string();
   return c;
@@ -115,6 +120,35 @@ TEST_CASE("config: JSON round trip and validation messages") {
   c.train_csv = "a.csv";
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("--train-csv and --val-csv go together"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(TrainConfig::from_json("{\"bogus\": 1}"), "train config: unknown key 'bogus'", std::runtime_error);
+
+  // The device: auto, cpu, cuda or cuda:N (whether that GPU is there is train()'s question).
+  c = small_config("runs/x");
+  for (const char* d : {"auto", "cpu", "cuda", "cuda:1"}) {
+    c.device = d;
+    CHECK_NOTHROW(c.validate());
+  }
+  c.device = "gpu";
+  CHECK_THROWS_WITH_AS(c.validate(), "--device: expected auto, cpu, cuda or cuda:N, got 'gpu'", std::invalid_argument);
+  c.device = "cuda:1";
+  c.tf32 = true;
+  CHECK(TrainConfig::from_json(c.to_json()).to_json() == c.to_json());
+  CHECK(c.to_json().find("\"tf32\": true") != std::string::npos);
+}
+
+TEST_CASE("train: a CUDA device that is not there is one clear error, before anything is written") {
+#if TL_WITH_CUDA
+  if (cuda::device_count() > 0) return;  // the GPU run is test_cuda's
+  const std::string why = "--device cuda: no CUDA device is available";
+#else
+  const std::string why = "--device cuda: this build has no CUDA backend";
+#endif
+  TempDir dir;
+  TrainConfig c = small_config(dir.path / "run");
+  c.device = "cuda";
+  std::ostringstream console;
+  CHECK_THROWS_WITH_AS(train::train(c, console, false), doctest::Contains(why.c_str()), std::runtime_error);
+  CHECK_FALSE(fs::exists(dir.path / "run"));
+  CHECK(console.str().empty());
 }
 
 TEST_CASE("train: on the synthetic set the loss falls and the dice passes 0.7; outputs are complete") {
@@ -140,6 +174,7 @@ TEST_CASE("train: on the synthetic set the loss falls and the dice passes 0.7; o
   // config.json lists every setting, defaults included, and reads back.
   const TrainConfig back = TrainConfig::from_json(read_text(dir.path / "run" / "config.json"));
   CHECK(back.to_json() == c.to_json());
+  CHECK(read_text(dir.path / "run" / "log.txt").find("loader workers, device cpu\n") != std::string::npos);
   // The checkpoint alone tells the config of its run.
   CHECK(config_from_checkpoint((dir.path / "run" / "last.safetensors").string()).to_json() == c.to_json());
   // A second run into the same folder would lose the first: refused.

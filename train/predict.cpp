@@ -91,7 +91,8 @@ inline float lerp(float a, float b, float w) {
 
 }  // namespace
 
-Predictor::Predictor(const std::string& checkpoint, int64_t height, int64_t width) : checkpoint_(checkpoint) {
+Predictor::Predictor(const std::string& checkpoint, int64_t height, int64_t width, Device device)
+    : checkpoint_(checkpoint), device_(device) {
   const nn::Checkpoint ckpt = nn::load_checkpoint(checkpoint);
   if (ckpt.config.out_channels != 1)
     throw std::runtime_error(checkpoint + ": the predictor needs a model with 1 output channel (car), this one has " +
@@ -102,6 +103,7 @@ Predictor::Predictor(const std::string& checkpoint, int64_t height, int64_t widt
     throw std::runtime_error(checkpoint + ": " + e.what());
   }
   model_->eval();
+  model_->to(device);
   if (height > 0 && width > 0) {
     height_ = height;
     width_ = width;
@@ -124,7 +126,7 @@ std::vector<Tensor> Predictor::predict_probability(const std::vector<Image>& pho
   Tensor prob;
   {
     NoGradGuard no_grad;
-    prob = sigmoid(model_->forward(batch)).contiguous();  // (N, 1, h', w'), h' <= h
+    prob = sigmoid(model_->forward(batch.to(device_))).to(Device::cpu()).contiguous();  // (N, 1, h', w'), h' <= h
   }
   std::vector<Tensor> out;
   out.reserve(photos.size());

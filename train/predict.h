@@ -7,7 +7,8 @@
 //   1. converted to the model's channels (gray is replicated to RGB, alpha dropped; RGB to gray by
 //      luma for a 1-channel model), resized to the model size h x w (data::resize, Interp::Auto:
 //      area when shrinking, bilinear when growing) and scaled to [0, 1] (data::image_to_tensor);
-//   2. one forward of the eval-mode UNet for the whole batch, under NoGradGuard, then sigmoid;
+//   2. one forward of the eval-mode UNet for the whole batch, under NoGradGuard, then sigmoid (on the
+//      predictor's device; the probabilities come back to the CPU);
 //   3. the probability map mapped back onto the photo's H x W frame with float bilinear interpolation
 //      (probability_to_frame), never through 8 bits;
 //   4. thresholded: probability > threshold is car (1), else 0.
@@ -28,16 +29,19 @@ inline constexpr int64_t kDefaultPredictHeight = 160, kDefaultPredictWidth = 240
 
 class Predictor {
  public:
-  // Loads `checkpoint` (nn::load_checkpoint; strict weights) into an eval-mode UNet on the CPU. The
+  // Loads `checkpoint` (nn::load_checkpoint; strict weights) into an eval-mode UNet on `device`. The
   // model input size is height x width when both are positive, else the checkpoint's "image_size"
   // metadata ("HxW", written by the trainer), else 160x240. Errors name the file: a missing or
   // unreadable checkpoint, malformed image_size, a model with more than one output channel.
-  explicit Predictor(const std::string& checkpoint, int64_t height = 0, int64_t width = 0);
+  // Photos are prepared on the CPU, the batch runs on `device`, probabilities come back to the CPU.
+  explicit Predictor(const std::string& checkpoint, int64_t height = 0, int64_t width = 0,
+                     Device device = Device::cpu());
 
   const std::string& checkpoint() const { return checkpoint_; }
   int64_t height() const { return height_; }  // model input size
   int64_t width() const { return width_; }
   const nn::UNetConfig& config() const { return model_->config(); }
+  Device device() const { return device_; }
 
   // P(car) for every pixel of each photo: float32 (H, W) at that photo's own size, values in [0, 1].
   // All photos go through one forward, (N, C, height, width). Photos may differ in size.
@@ -51,6 +55,7 @@ class Predictor {
  private:
   std::string checkpoint_;
   int64_t height_ = kDefaultPredictHeight, width_ = kDefaultPredictWidth;
+  Device device_;
   std::shared_ptr<nn::UNet> model_;
 };
 

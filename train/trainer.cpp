@@ -24,6 +24,7 @@
 #include "nn/unet.h"
 #include "tensor/file_util.h"
 #include "tensor/parallel.h"
+#include "tensor/precision.h"
 #include "train/metrics.h"
 #include "train/progress.h"
 
@@ -87,6 +88,17 @@ void share_file(const fs::path& from, const fs::path& to, const std::function<vo
     write();
   }
 }
+
+// Turns TF32 GEMMs on for a run when asked, and restores the process's setting after it.
+struct Tf32Scope {
+  bool previous;
+  explicit Tf32Scope(bool on) : previous(allow_tf32()) {
+    if (on) set_allow_tf32(true);
+  }
+  ~Tf32Scope() { set_allow_tf32(previous); }
+  Tf32Scope(const Tf32Scope&) = delete;
+  Tf32Scope& operator=(const Tf32Scope&) = delete;
+};
 
 // ---- Ctrl-C ------------------------------------------------------------------------------------
 
@@ -318,7 +330,13 @@ void TrainConfig::validate() const {
   one_of("--optimizer", optimizer, {"adam", "adamw", "sgd"});
   one_of("--scheduler", scheduler, {"none", "cosine", "plateau"});
   one_of("--loss", loss, {"bce", "bce+dice"});
-  one_of("--device", device, {"auto", "cpu", "cuda"});
+  if (device != "auto") {
+    try {
+      (void)Device::parse(device);
+    } catch (const std::exception&) {
+      bad("--device: expected auto, cpu, cuda or cuda:N, got '" + device + "'");
+    }
+  }
   if (epochs < 1) bad("--epochs: at least 1, got " + std::to_string(epochs));
   if (batch_size < 1) bad("--batch-size: at least 1, got " + std::to_string(batch_size));
   if (!(lr > 0)) bad("--lr: must be positive, got " + exact(lr));
@@ -359,6 +377,7 @@ std::string TrainConfig::to_json() const {
   num("seed", std::to_string(seed));
   num("max_steps", std::to_string(max_steps));
   str("device", device);
+  flag("tf32", tf32);
   num("threads", std::to_string(threads));
   num("workers", std::to_string(workers));
   str("resume", resume);
@@ -407,6 +426,7 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
     else if (key == "seed") c.seed = as_int();
     else if (key == "max_steps") c.max_steps = as_int();
     else if (key == "device") c.device = as_str();
+    else if (key == "tf32") c.tf32 = as_bool();
     else if (key == "threads") c.threads = as_int();
     else if (key == "workers") c.workers = as_int();
     else if (key == "resume") c.resume = as_str();
@@ -435,9 +455,9 @@ TrainResult train(const TrainConfig& cfg, std::ostream& console, bool tty) {
   using Clock = std::chrono::steady_clock;
   const auto run_start = Clock::now();
   cfg.validate();
+  const Device device = nn::resolve_device(cfg.device);  // before anything is written
+  const Tf32Scope tf32(cfg.tf32);
   SigintScope sigint;  // from here on, Ctrl-C stops at the next step with a checkpoint
-  if (cfg.device == "cuda")
-    throw std::runtime_error("--device cuda: this build cannot train on a GPU yet (the CUDA kernels are not there); use --device cpu");
   if (cfg.threads > 0) set_num_threads(static_cast<int>(cfg.threads));
 
   const fs::path out = cfg.out;
@@ -486,7 +506,8 @@ TrainResult train(const TrainConfig& cfg, std::ostream& console, bool tty) {
   mc.activation = cfg.activation;
   mc.conv_bias = cfg.conv_bias;
   Generator gen(static_cast<uint64_t>(cfg.seed));
-  auto model = std::make_shared<nn::UNet>(mc, &gen);
+  auto model = std::make_shared<nn::UNet>(mc, &gen);  // initialized on the CPU: the same weights on any device
+  model->to(device);  // before the optimizer, whose state is made on the parameters' device
   auto optimizer = make_optimizer(cfg, model->named_parameters());
   Schedule schedule(cfg, *optimizer);
 
@@ -520,7 +541,10 @@ TrainResult train(const TrainConfig& cfg, std::ostream& console, bool tty) {
   say("model: UNet features " + join(cfg.features) + ", " + cfg.activation + ", " + std::to_string(model->num_parameters()) +
       " parameters; " + cfg.optimizer + " lr " + fixed6(cfg.lr) + ", weight decay " + exact(cfg.resolved_weight_decay()) +
       ", schedule " + cfg.scheduler + ", loss " + cfg.loss + "; batch " + std::to_string(cfg.batch_size) + ", " +
-      std::to_string(get_num_threads()) + " threads, " + std::to_string(cfg.workers) + " loader workers, device cpu");
+      std::to_string(get_num_threads()) + " threads, " + std::to_string(cfg.workers) + " loader workers, device " +
+      device.str() + (cfg.device == "auto" ? " (auto)" : "") +
+      (device.is_cuda() ? std::string(", TF32 GEMMs ") + (allow_tf32() ? "on" : "off")
+                        : std::string(allow_tf32() ? "; TF32 does not apply on the CPU" : "")));
 
   data::LoaderOptions tl_opt;
   tl_opt.batch_size = cfg.batch_size;
@@ -532,6 +556,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& console, bool tty) {
   vl_opt.augment.enabled = false;
   data::BatchLoader train_loader(train_set, tl_opt);
   data::BatchLoader val_loader(val_set, vl_opt);
+  data::DeviceStager stager(device);  // pinned staging ring on a GPU, a pass-through on the CPU
 
   // Writes last.safetensors (and best.safetensors) at the current position.
   auto save = [&](const fs::path& path, int64_t at_epoch, int64_t at_batch, const SegmentationMetrics& m, double seconds) {
@@ -565,9 +590,16 @@ TrainResult train(const TrainConfig& cfg, std::ostream& console, bool tty) {
       if (cfg.max_steps && step >= cfg.max_steps) { result.stop = StopReason::MaxSteps; break; }
       if (g_interrupted) { result.stop = StopReason::Interrupted; break; }
       if (!train_loader.next(batch)) break;
-      optimizer->zero_grad();
-      const Tensor logits = model->forward(batch.images);
-      const Tensor loss = compute_loss(cfg, logits, batch.masks);
+      // On a GPU: the copy is queued here and the host goes on to queue the forward. The host waits
+      // once, for the loss; then it copies the logits back (the stream is idle: no wait), queues the
+      // backward and the optimizer step, and computes the metrics and fetches and stages the next
+      // batch while the GPU runs them.
+      const data::Batch on_device = stager.to_device(batch);
+      // Gradients are dropped, not zeroed (PyTorch 2's default): backward then allocates the same
+      // blocks every step, so on a GPU a step after the first makes no cudaMalloc.
+      optimizer->zero_grad(/*set_to_none=*/true);
+      const Tensor logits = model->forward(on_device.images);
+      const Tensor loss = compute_loss(cfg, logits, on_device.masks);
       const double lv = loss.item();
       if (!std::isfinite(lv)) {
         const bool have = fs::exists(out / "last.safetensors");
@@ -579,11 +611,12 @@ TrainResult train(const TrainConfig& cfg, std::ostream& console, bool tty) {
                                      : std::string("No checkpoint had been written yet")) +
                                "; try a lower --lr");
       }
+      const Tensor logits_cpu = logits.detach().to(Device::cpu());
       loss.backward();
       optimizer->step();
       ++step;
       ++b;
-      train_m.add(logits.detach(), batch.masks, lv);
+      train_m.add(logits_cpu, batch.masks, lv);
       if (!first_loss_seen) {
         first_loss_seen = true;
         result.first_train_loss = lv;
@@ -609,8 +642,10 @@ TrainResult train(const TrainConfig& cfg, std::ostream& console, bool tty) {
       model->eval();
       val_loader.start_epoch(0);
       while (val_loader.next(batch)) {
-        const Tensor logits = model->forward(batch.images);
-        val_m.add(logits, batch.masks, compute_loss(cfg, logits, batch.masks).item());
+        const data::Batch on_device = stager.to_device(batch);
+        const Tensor logits = model->forward(on_device.images);
+        const double lv = compute_loss(cfg, logits, on_device.masks).item();
+        val_m.add(logits.to(Device::cpu()), batch.masks, lv);
       }
       model->train();
     }

@@ -49,7 +49,8 @@ struct TrainConfig {
   int64_t seed = 20;               // weights, shuffling and augmentation
   int64_t max_steps = 0;           // stop after this many optimizer steps in all (0: no limit)
   // machine and output
-  std::string device = "auto";     // auto | cpu | cuda
+  std::string device = "auto";     // auto (the GPU when there is one) | cpu | cuda | cuda:N
+  bool tf32 = false;               // TF32 GEMMs on CUDA (TL_ALLOW_TF32=1 in the environment does the same)
   int64_t threads = 0;             // compute threads; 0: all cores
   int64_t workers = 2;             // loader threads
   std::string out;                 // run folder (required by train())
@@ -83,6 +84,11 @@ struct TrainingDiverged : std::runtime_error {
 // Runs (or resumes) a run. `console` gets the progress display and the epoch lines; `tty` selects
 // the redrawn progress bar, otherwise plain lines every few seconds. Ctrl-C (SIGINT) during the run
 // finishes the current step, writes last.safetensors and returns StopReason::Interrupted.
+// The device is resolved first (nn::resolve_device): a CUDA device that is not there is a
+// std::runtime_error "--device cuda: no CUDA device is available" before anything is written. On a
+// GPU the whole step runs there: the model and optimizer state live on the device, batches are staged
+// through pinned memory (data::DeviceStager), and the host reads back the loss and the logits (for the
+// metrics) once per step. With tf32 the run turns TF32 GEMMs on for its duration (tl::set_allow_tf32).
 TrainResult train(const TrainConfig& config, std::ostream& console, bool tty);
 
 // The config of the run that wrote `checkpoint` (its "train_config" metadata).

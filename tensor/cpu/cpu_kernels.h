@@ -28,8 +28,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Conv2dParams
 Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x_shape, Conv2dParams p);
 Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& w_shape, Conv2dParams p);
 
-std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw);
-Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape);
+std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, kernels::Pool2dParams p);
+Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape, kernels::Pool2dParams p);
 
 kernels::BatchNormOutput batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                     const Tensor& running_mean, const Tensor& running_var, bool training,
@@ -37,7 +37,20 @@ kernels::BatchNormOutput batch_norm(const Tensor& x, const Tensor& weight, const
 kernels::BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
                                             const Tensor& mean, const Tensor& invstd, bool training);
 
+// logp (N, C, S...) read as (N, C, S); a 1-d logp (C) is one sample (N = 1, S = 1).
+struct NllDims {
+  int64_t n, c, s;
+  explicit NllDims(const Tensor& logp) {
+    const bool batched = logp.dim() >= 2;
+    n = batched ? logp.size(0) : 1;
+    c = batched ? logp.size(1) : logp.size(0);
+    s = batched && n * c > 0 ? logp.numel() / (n * c) : 1;
+  }
+};
 Tensor nll_loss(const Tensor& logp, const Tensor& target);
+// target (N, S...) int64 on any device as a contiguous CPU tensor, every value checked to lie in
+// [0, classes); the error names `op`, the value and its position. Shared with the CUDA backend.
+Tensor check_nll_target(const char* op, const Tensor& target, int64_t classes);
 Tensor nll_loss_backward(const Tensor& grad, const Tensor& logp, const Tensor& target);
 
 }  // namespace tl::cpu

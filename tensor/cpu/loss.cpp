@@ -11,16 +11,6 @@ namespace tl::cpu {
 
 namespace {
 
-struct NllDims {
-  int64_t n, c, s;
-  explicit NllDims(const Tensor& logp) {
-    const bool batched = logp.dim() >= 2;
-    n = batched ? logp.size(0) : 1;
-    c = batched ? logp.size(1) : logp.size(0);
-    s = batched && n * c > 0 ? logp.numel() / (n * c) : 1;
-  }
-};
-
 // The multi-index of flat position i in `shape`: "(1,2,3)".
 std::string position_str(int64_t i, const Shape& shape) {
   Shape idx(shape.size());
@@ -31,9 +21,11 @@ std::string position_str(int64_t i, const Shape& shape) {
   return shape_str(idx);
 }
 
-// target (N, S...) as a contiguous int64 buffer, every value checked to lie in [0, C).
-Tensor checked_target(const char* op, const Tensor& target, int64_t classes) {
-  Tensor t = contiguous_copy(target);
+}  // namespace
+
+// target (N, S...) as a contiguous CPU int64 buffer, every value checked to lie in [0, classes).
+Tensor check_nll_target(const char* op, const Tensor& target, int64_t classes) {
+  Tensor t = contiguous_copy(target.device().is_cpu() ? target : target.to(Device::cpu()));
   const int64_t* tp = t.data_ptr<int64_t>();
   for (int64_t i = 0; i < t.numel(); ++i)
     if (tp[i] < 0 || tp[i] >= classes)
@@ -43,12 +35,10 @@ Tensor checked_target(const char* op, const Tensor& target, int64_t classes) {
   return t;
 }
 
-}  // namespace
-
 // logp (N, C, S...) float, target (N, S...) int64 -> () mean of -logp at the targets
 Tensor nll_loss(const Tensor& logp_in, const Tensor& target) {
   const NllDims d(logp_in);
-  const Tensor t = checked_target("nll_loss", target, d.c);
+  const Tensor t = check_nll_target("nll_loss", target, d.c);
   const Tensor logp = contiguous_copy(logp_in);
   Tensor out = empty({}, logp.options());
   dispatch_floating(logp.dtype(), "nll_loss", [&]<typename T>() {
@@ -69,7 +59,7 @@ Tensor nll_loss(const Tensor& logp_in, const Tensor& target) {
 // elsewhere. Only logp's shape and dtype are read, so the caller may pass a stride-0 placeholder.
 Tensor nll_loss_backward(const Tensor& grad, const Tensor& logp, const Tensor& target) {
   const NllDims d(logp);
-  const Tensor t = checked_target("nll_loss_backward", target, d.c);
+  const Tensor t = check_nll_target("nll_loss_backward", target, d.c);
   Tensor out = zeros(logp.shape(), logp.options());
   const double v = -grad.item() / static_cast<double>(d.n * d.s);
   dispatch_floating(logp.dtype(), "nll_loss_backward", [&]<typename T>() {

@@ -14,12 +14,7 @@ namespace tl::cpu {
 namespace {
 
 // x (N, C, S...) read as (N, C, S).
-struct NCS {
-  int64_t n, c, s;
-  explicit NCS(const Shape& shape)
-      : n(shape[0]), c(shape[1]), s(numel_of(shape) / std::max<int64_t>(shape[0] * shape[1], 1)) {}
-  int64_t per_channel() const { return n * s; }
-};
+using kernels::NCS;
 
 // Channels per thread chunk: about kElementwiseGrain elements of work each.
 int64_t channel_grain(const NCS& d) {

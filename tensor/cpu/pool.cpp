@@ -24,7 +24,8 @@ int64_t plane_grain(int64_t plane_work) {
 // x (N, C, H, W), any strides -> out (N, C, Ho, Wo), indices (N, C, Ho, Wo) int64 into each H*W plane.
 // The first maximum in row-major window order wins a tie; a NaN wins over any number (it propagates,
 // as in torch), and the first NaN stays.
-std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw) {
+std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, kernels::Pool2dParams p) {
+  const int64_t kh = p.kernel_h, kw = p.kernel_w, sh = p.stride_h, sw = p.stride_w;
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Ho = (H - kh) / sh + 1, Wo = (W - kw) / sw + 1;
   Tensor out = empty({N, C, Ho, Wo}, x.options());
@@ -64,7 +65,8 @@ std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kh, int64_t kw, in
 }
 
 // grad (N, C, Ho, Wo), indices (N, C, Ho, Wo) int64, any strides -> dx (N, C, H, W) with x_shape
-Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape) {
+// The CPU scatters through the indices alone: the window geometry is not needed.
+Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape, kernels::Pool2dParams) {
   Tensor dx = zeros(x_shape, grad.options());
   const int64_t C = grad.size(1), Ho = grad.size(2), Wo = grad.size(3), HW = x_shape[2] * x_shape[3];
   const int64_t planes = grad.size(0) * C;

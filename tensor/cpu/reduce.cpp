@@ -9,29 +9,15 @@
 namespace tl::cpu {
 
 Tensor reduce(Reduce op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-  const int64_t nd = x.dim();
-  std::vector<bool> reduced(static_cast<size_t>(nd), dims.empty());
-  for (int64_t d : dims) reduced[static_cast<size_t>(d)] = true;
-
-  Shape out_shape, outer_shape, inner_shape;
-  Strides outer_strides, inner_strides;
-  for (int64_t d = 0; d < nd; ++d) {
-    if (reduced[static_cast<size_t>(d)]) {
-      inner_shape.push_back(x.size(d));
-      inner_strides.push_back(x.stride(d));
-      if (keepdim) out_shape.push_back(1);
-    } else {
-      outer_shape.push_back(x.size(d));
-      outer_strides.push_back(x.stride(d));
-      out_shape.push_back(x.size(d));
-    }
-  }
-  const int64_t count = numel_of(inner_shape);
+  const kernels::ReducePlan plan = kernels::reduce_plan(x, dims, keepdim);
+  const Shape& outer_shape = plan.outer_shape;
+  const Strides& outer_strides = plan.outer_strides;
+  const int64_t count = plan.count;
   if (op == Reduce::Max && count == 0)
     throw_op_error("max", "cannot reduce over an empty dimension of " + shape_str(x.shape()));
 
-  Tensor out = empty(out_shape, x.options());
-  const auto inner = make_strided_plan<1>(inner_shape, {inner_strides});
+  Tensor out = empty(plan.out_shape, x.options());
+  const auto inner = make_strided_plan<1>(plan.inner_shape, {plan.inner_strides});
   const int64_t n_out = out.numel();
   const int64_t nouter = static_cast<int64_t>(outer_shape.size());
 

@@ -1,0 +1,302 @@
+// Matrix products on cuBLAS: bmm, and the convolution by im2col + GEMM with its two gradients.
+//
+// cuBLAS is column-major; our matrices are row-major. A row-major (R, C) matrix with row stride ld is
+// the column-major (C, R) matrix with the same ld, its transpose. So the row-major product
+// C = A B is computed as the column-major C^T = B^T A^T, B first.
+//
+// Convolution, for a chunk of nb images at once (x and the output contiguous, NCHW):
+//   forward:          out[n] (O, L)       = W (O, K) @ col[n] (K, L)          one strided-batched GEMM
+//   backward input:   colgrad[n] (K, L)   = W^T @ g[n] (O, L); dx[n] = col2im(colgrad[n])
+//   backward weight:  dW (O, K)          += sum_n g[n] @ col[n]^T             one strided-batched GEMM
+//                                          into per-image partials, then an ordered sum over n
+// with K = C*kh*kw and L = Ho*Wo (cuda/conv_index.h). A 1x1 convolution with stride 1 and no padding
+// has col[n] == x[n]: no im2col. The column matrices of a chunk live in one per-device workspace that
+// grows to the largest request and is then reused by every convolution (all work on a device is on
+// its one stream, so consecutive users are ordered); the chunk is as many images as fit in
+// kWorkspaceElems, so a train step makes no allocation beyond its first and runs no GEMM per image.
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+#include "cuda/allocator.h"
+#include "cuda/conv_index.h"
+#include "cuda/launch.cuh"
+#include "cuda/ops.h"
+#include "tensor/precision.h"
+
+namespace tl::cuda {
+
+namespace {
+
+// The largest column buffer a convolution chunk uses, in elements (256 MiB of float32). A chunk is
+// at least one image, so one image's columns may exceed it.
+constexpr int64_t kWorkspaceElems = int64_t{1} << 26;
+
+// One strided-batched GEMM, column-major: C_i (m, n) = op(A_i) (m, k) @ op(B_i) (k, n) + beta C_i for
+// i < batch, A_i = A + i * stride_a (and so on; a stride of 0 reuses the operand).
+template <typename T>
+void gemm(int device, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* A, int64_t lda,
+          int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, T beta, T* C, int64_t ldc, int64_t stride_c,
+          int64_t batch) {
+  for (int64_t v : {m, n, k, lda, ldb, ldc, batch})
+    if (v > INT_MAX)
+      throw std::runtime_error("cuda: a GEMM dimension of " + std::to_string(v) + " is more than cuBLAS takes (int)");
+  cublasHandle_t h = cublas_handle(device);
+  DeviceGuard guard(device);
+  const T alpha = T(1);
+  constexpr bool is_float = std::is_same_v<T, float>;
+  const cudaDataType_t type = is_float ? CUDA_R_32F : CUDA_R_64F;
+  const cublasComputeType_t compute =
+      !is_float ? CUBLAS_COMPUTE_64F : (allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F);
+  TL_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+      h, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(m),
+      static_cast<int>(n), static_cast<int>(k), &alpha, A, type, static_cast<int>(lda), stride_a, B, type,
+      static_cast<int>(ldb), stride_b, &beta, C, type, static_cast<int>(ldc), stride_c, static_cast<int>(batch),
+      compute, CUBLAS_GEMM_DEFAULT));
+}
+
+// ---- the per-device workspace
+struct Workspace {
+  std::mutex mu;
+  std::vector<void*> ptr;
+  std::vector<size_t> bytes;
+};
+
+Workspace& workspaces() {
+  static Workspace* w = new Workspace();  // never destroyed, like the allocator
+  return *w;
+}
+
+// A device buffer of at least nbytes, valid until the next call for the same device. Growing frees the
+// old buffer; that is stream-ordered (allocator.h), so kernels still queued on it finish first.
+void* workspace(int device, size_t nbytes) {
+  Workspace& w = workspaces();
+  std::lock_guard<std::mutex> lock(w.mu);
+  const size_t d = static_cast<size_t>(device);
+  if (w.ptr.size() <= d) {
+    w.ptr.resize(d + 1, nullptr);
+    w.bytes.resize(d + 1, 0);
+  }
+  if (w.bytes[d] < nbytes) {
+    release(w.ptr[d], device);
+    w.ptr[d] = nullptr;
+    w.bytes[d] = 0;
+    w.ptr[d] = allocate(nbytes, device);
+    w.bytes[d] = nbytes;
+  }
+  return w.ptr[d];
+}
+
+ConvGeometry geometry(const Shape& x_shape, const Shape& w_shape, Conv2dParams p) {
+  ConvGeometry g{x_shape[1], x_shape[2], x_shape[3], w_shape[2], w_shape[3], p.stride_h, p.stride_w,
+                 p.pad_h,    p.pad_w,    0,          0};
+  g.Ho = (g.H + 2 * g.ph - g.kh) / g.sh + 1;
+  g.Wo = (g.W + 2 * g.pw - g.kw) / g.sw + 1;
+  return g;
+}
+
+// Checks that the output (or its gradient) has the geometry's size: a mismatch would make the kernels
+// index outside the buffers.
+void check_out(const char* op, const ConvGeometry& g, const Shape& out, const Shape& x_shape, const Shape& w_shape) {
+  if (out[2] != g.Ho || out[3] != g.Wo)
+    throw std::logic_error(std::string(op) + ": output " + shape_str(out) + " does not match input " +
+                           shape_str(x_shape) + " and weight " + shape_str(w_shape));
+}
+
+// Images per chunk: as many as keep the columns within kWorkspaceElems, at least one.
+int64_t chunk_images(const ConvGeometry& g, int64_t N) {
+  if (g.pointwise()) return N;
+  return std::clamp<int64_t>(kWorkspaceElems / std::max<int64_t>(g.K() * g.L(), 1), 1, std::max<int64_t>(N, 1));
+}
+
+template <typename T>
+__global__ void im2col_kernel(const T* x, T* col, ConvGeometry g, int64_t total) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int64_t KL = g.K() * g.L();
+  const int64_t n = i / KL, rl = i % KL;
+  const int64_t src = im2col_source(g, rl / g.L(), rl % g.L());
+  col[i] = src < 0 ? T(0) : x[n * g.image() + src];
+}
+
+template <typename T>
+__global__ void col2im_kernel(const T* col, T* dx, ConvGeometry g, int64_t total) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int64_t n = i / g.image();
+  dx[i] = col2im_gather(g, col + n * g.K() * g.L(), i % g.image());
+}
+
+// out (N, O, L) += bias[o]
+template <typename T>
+__global__ void add_bias_kernel(T* out, const T* bias, int64_t O, int64_t L, int64_t total) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < total) out[i] += bias[(i / L) % O];
+}
+
+// dw (rows) (+)= sum over n < nb of partial[n, :], in order of n.
+template <typename T>
+__global__ void sum_partials_kernel(T* dw, const T* partial, int64_t rows, int64_t nb, bool accumulate) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows) return;
+  T acc = accumulate ? dw[i] : T(0);
+  for (int64_t n = 0; n < nb; ++n) acc += partial[n * rows + i];
+  dw[i] = acc;
+}
+
+// The leading dimension of a (rows, cols) matrix with strides (s_row, s_col) read row-major (s_col 1)
+// or column-major (s_row 1); 0 when it is neither. A dim of 1 makes its stride irrelevant.
+struct MatrixView {
+  bool row_major;
+  int64_t ld;
+};
+bool matrix_view(int64_t rows, int64_t cols, int64_t s_row, int64_t s_col, MatrixView& v) {
+  if ((s_col == 1 || cols == 1) && (s_row >= cols || rows == 1)) {
+    v = {true, rows == 1 ? std::max<int64_t>(cols, 1) : s_row};
+    return true;
+  }
+  if ((s_row == 1 || rows == 1) && (s_col >= rows || cols == 1)) {
+    v = {false, cols == 1 ? std::max<int64_t>(rows, 1) : s_col};
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// a (B, M, K) @ b (B, K, N) -> (B, M, N). Row-major C = A B is column-major C^T (N, M) = B^T A^T:
+// a row-major operand is its own transpose in column-major terms (no op), a column-major one needs T.
+Tensor bmm(const Tensor& a_in, const Tensor& b_in) {
+  const int64_t B = a_in.size(0), M = a_in.size(1), K = a_in.size(2), N = b_in.size(2);
+  Tensor out = empty({B, M, N}, a_in.options());
+  if (out.numel() == 0) return out;
+  if (K == 0) {
+    fill_(out, 0.0);
+    return out;
+  }
+  MatrixView va{}, vb{};
+  Tensor a = a_in, b = b_in;
+  if (!matrix_view(M, K, a.stride(1), a.stride(2), va)) {
+    a = contiguous_copy(a_in);
+    matrix_view(M, K, a.stride(1), a.stride(2), va);
+  }
+  if (!matrix_view(K, N, b.stride(1), b.stride(2), vb)) {
+    b = contiguous_copy(b_in);
+    matrix_view(K, N, b.stride(1), b.stride(2), vb);
+  }
+  const int64_t sa = B == 1 ? 0 : a.stride(0), sb = B == 1 ? 0 : b.stride(0);
+  dispatch_floating(a.dtype(), "matmul", [&]<typename T>() {
+    gemm<T>(out.device().index, !vb.row_major, !va.row_major, N, M, K, b.data_ptr<T>(), vb.ld, sb, a.data_ptr<T>(),
+            va.ld, sa, T(0), out.data_ptr<T>(), N, M * N, B);
+  });
+  return out;
+}
+
+// x (N, C, H, W), w (O, C, kh, kw), bias (O) or undefined -> (N, O, Ho, Wo)
+Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Conv2dParams p) {
+  const Tensor x = contiguous_copy(x_in), w = contiguous_copy(w_in);
+  const ConvGeometry g = geometry(x.shape(), w.shape(), p);
+  const int64_t N = x.size(0), O = w.size(0), K = g.K(), L = g.L();
+  Tensor out = empty({N, O, g.Ho, g.Wo}, x.options());
+  if (out.numel() == 0) return out;
+  const int device = x.device().index;
+  cudaStream_t s = stream(device);
+  const int64_t chunk = chunk_images(g, N);
+  dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
+    T* col = g.pointwise() ? nullptr : static_cast<T*>(workspace(device, sizeof(T) * chunk * K * L));
+    for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+      const int64_t nb = std::min(chunk, N - n0);
+      const T* xn = x.data_ptr<T>() + n0 * g.image();
+      if (!g.pointwise()) {
+        DeviceGuard guard(device);
+        im2col_kernel<T><<<blocks_for(nb * K * L), kThreads, 0, s>>>(xn, col, g, nb * K * L);
+        check_launch();
+      }
+      // out[n]^T (L, O) = col[n]^T (L, K) @ W^T (K, O)
+      gemm<T>(device, false, false, L, O, K, g.pointwise() ? xn : col, L, K * L, w.data_ptr<T>(), K, 0, T(0),
+              out.data_ptr<T>() + n0 * O * L, L, O * L, nb);
+    }
+    if (bias_in.defined()) {
+      const Tensor bias = contiguous_copy(bias_in);
+      DeviceGuard guard(device);
+      add_bias_kernel<T><<<blocks_for(out.numel()), kThreads, 0, s>>>(out.data_ptr<T>(), bias.data_ptr<T>(), O, L,
+                                                                      out.numel());
+      check_launch();
+    }
+  });
+  return out;
+}
+
+// grad (N, O, Ho, Wo), w (O, C, kh, kw) -> dx (N, C, H, W)
+Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Shape& x_shape, Conv2dParams p) {
+  const Tensor gr = contiguous_copy(grad_in), w = contiguous_copy(w_in);
+  const ConvGeometry g = geometry(x_shape, w.shape(), p);
+  check_out("conv2d_backward_input", g, gr.shape(), x_shape, w.shape());
+  const int64_t N = x_shape[0], O = w.size(0), K = g.K(), L = g.L();
+  Tensor dx = empty(x_shape, gr.options());
+  if (dx.numel() == 0) return dx;
+  if (L == 0 || O == 0) {
+    fill_(dx, 0.0);
+    return dx;
+  }
+  const int device = gr.device().index;
+  cudaStream_t s = stream(device);
+  const int64_t chunk = chunk_images(g, N);
+  dispatch_floating(gr.dtype(), "conv2d_backward_input", [&]<typename T>() {
+    T* col = g.pointwise() ? nullptr : static_cast<T*>(workspace(device, sizeof(T) * chunk * K * L));
+    for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+      const int64_t nb = std::min(chunk, N - n0);
+      T* dxn = dx.data_ptr<T>() + n0 * g.image();
+      // colgrad[n]^T (L, K) = g[n]^T (L, O) @ W (O, K); W row-major (O, K) is column-major (K, O): op T.
+      gemm<T>(device, false, true, L, K, O, gr.data_ptr<T>() + n0 * O * L, L, O * L, w.data_ptr<T>(), K, 0, T(0),
+              g.pointwise() ? dxn : col, L, K * L, nb);
+      if (!g.pointwise()) {
+        DeviceGuard guard(device);
+        col2im_kernel<T><<<blocks_for(nb * g.image()), kThreads, 0, s>>>(col, dxn, g, nb * g.image());
+        check_launch();
+      }
+    }
+  });
+  return dx;
+}
+
+// grad (N, O, Ho, Wo), x (N, C, H, W) -> dW (O, C, kh, kw)
+Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const Shape& w_shape, Conv2dParams p) {
+  const Tensor gr = contiguous_copy(grad_in), x = contiguous_copy(x_in);
+  const ConvGeometry g = geometry(x.shape(), w_shape, p);
+  check_out("conv2d_backward_weight", g, gr.shape(), x.shape(), w_shape);
+  const int64_t N = x.size(0), O = w_shape[0], K = g.K(), L = g.L();
+  Tensor dw = empty(w_shape, x.options());
+  if (dw.numel() == 0) return dw;
+  if (N == 0 || L == 0) {
+    fill_(dw, 0.0);
+    return dw;
+  }
+  const int device = x.device().index;
+  cudaStream_t s = stream(device);
+  const int64_t chunk = chunk_images(g, N);
+  Tensor partial = empty({chunk, O, K}, x.options());  // per-image dW of one chunk
+  dispatch_floating(x.dtype(), "conv2d_backward_weight", [&]<typename T>() {
+    T* col = g.pointwise() ? nullptr : static_cast<T*>(workspace(device, sizeof(T) * chunk * K * L));
+    for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+      const int64_t nb = std::min(chunk, N - n0);
+      const T* xn = x.data_ptr<T>() + n0 * g.image();
+      if (!g.pointwise()) {
+        DeviceGuard guard(device);
+        im2col_kernel<T><<<blocks_for(nb * K * L), kThreads, 0, s>>>(xn, col, g, nb * K * L);
+        check_launch();
+      }
+      // partial[n]^T (K, O) = col[n] (K, L) @ g[n]^T (L, O): col[n] row-major (K, L) is column-major
+      // (L, K), so op T; g[n] row-major (O, L) is column-major (L, O), no op.
+      gemm<T>(device, true, false, K, O, L, g.pointwise() ? xn : col, L, K * L, gr.data_ptr<T>() + n0 * O * L, L,
+              O * L, T(0), partial.data_ptr<T>(), K, O * K, nb);
+      DeviceGuard guard(device);
+      sum_partials_kernel<T><<<blocks_for(O * K), kThreads, 0, s>>>(dw.data_ptr<T>(), partial.data_ptr<T>(), O * K, nb,
+                                                                    n0 > 0);
+      check_launch();
+    }
+  });
+  return dw;
+}
+
+}  // namespace tl::cuda

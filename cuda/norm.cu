@@ -1,0 +1,287 @@
+// Batch normalization over every dim but 1, forward (training and eval) and backward.
+//
+// A contiguous input (N, C, S...) is read as (N, C, S); channel c's M = N*S values are
+// x[(n*C + c)*S + s]. Per-channel sums are split over `splits` blocks per channel (grid C * splits),
+// each writing double partials that one thread per channel then adds in order, so the statistics
+// are deterministic. The variance is taken in one pass as E[(x - k)^2] - E[x - k]^2 in double with
+// k = the channel's first value: the shift keeps the cancellation that the CPU kernel's two passes
+// avoid out of reach of float inputs. An elementwise kernel then applies the per-channel affine map.
+#include <algorithm>
+#include <cmath>
+
+#include "cuda/launch.cuh"
+#include "cuda/ops.h"
+
+namespace tl::cuda {
+
+namespace {
+
+using kernels::NCS;
+
+// Blocks per channel: enough to fill the device, each with a few elements per thread.
+int64_t splits_for(const NCS& d, int device) {
+  const int64_t target = 4 * static_cast<int64_t>(sm_count(device));
+  const int64_t by_device = (target + d.c - 1) / std::max<int64_t>(d.c, 1);
+  const int64_t by_work = (d.per_channel() + 4 * kThreads - 1) / (4 * kThreads);
+  return std::max<int64_t>(1, std::min(by_device, by_work));
+}
+
+// The element j < M of channel c.
+TL_HD int64_t channel_index(const NCS& d, int64_t c, int64_t j) { return ((j / d.s) * d.c + c) * d.s + j % d.s; }
+
+// Element c of a (C) vector with stride `st`, or `fallback` when the pointer is null (affine off,
+// no running statistics).
+template <typename T>
+TL_HD T at(const T* p, int64_t st, int64_t c, T fallback) {
+  return p ? p[c * st] : fallback;
+}
+
+// partial[(c * splits + split) * 2 + {0, 1}] = sums of u and u^2 over the block's slice of channel c,
+// u = x - x[channel's first element].
+template <typename T>
+__global__ void stats_partial_kernel(const T* x, double* partial, NCS d, int64_t splits) {
+  __shared__ double shared[32];
+  const int64_t c = blockIdx.x / splits, split = blockIdx.x % splits;
+  const int64_t m = d.per_channel(), per = (m + splits - 1) / splits;
+  const int64_t begin = split * per, end = begin + per < m ? begin + per : m;
+  const double shift = m > 0 ? static_cast<double>(x[c * d.s]) : 0.0;
+  double s1 = 0, s2 = 0;
+  for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+    const double u = static_cast<double>(x[channel_index(d, c, j)]) - shift;
+    s1 += u;
+    s2 += u * u;
+  }
+  auto add = [](double a, double b) { return a + b; };
+  s1 = block_reduce(s1, shared, add);
+  s2 = block_reduce(s2, shared, add);
+  if (threadIdx.x == 0) {
+    partial[blockIdx.x * 2] = s1;
+    partial[blockIdx.x * 2 + 1] = s2;
+  }
+}
+
+struct Running {
+  bool update;
+  double momentum;
+};
+
+// One thread per channel: the batch mean and biased variance, invstd, the running statistics'
+// update (unbiased variance, as PyTorch), and the affine map y = x * scale + shift as two doubles.
+template <typename T>
+__global__ void stats_finish_kernel(const T* x, const double* partial, NCS d, int64_t splits, double eps,
+                                    T* running_mean, int64_t rm_stride, T* running_var, int64_t rv_stride,
+                                    double momentum, T* mean_out, T* invstd_out, double* mean_d, double* invstd_d) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= d.c) return;
+  double s1 = 0, s2 = 0;
+  for (int64_t k = 0; k < splits; ++k) {
+    s1 += partial[(c * splits + k) * 2];
+    s2 += partial[(c * splits + k) * 2 + 1];
+  }
+  const int64_t m = d.per_channel();
+  const double shifted_mean = s1 / static_cast<double>(m);
+  const double mu = (m > 0 ? static_cast<double>(x[c * d.s]) : 0.0) + shifted_mean;  // 0 / 0: NaN when M = 0
+  double var = s2 / static_cast<double>(m) - shifted_mean * shifted_mean;
+  if (var < 0) var = 0;
+  if (running_mean) {
+    T& r = running_mean[c * rm_stride];
+    r = static_cast<T>((1.0 - momentum) * static_cast<double>(r) + momentum * mu);
+  }
+  if (running_var) {
+    const double unbiased = m > 1 ? var * static_cast<double>(m) / static_cast<double>(m - 1) : var;
+    T& r = running_var[c * rv_stride];
+    r = static_cast<T>((1.0 - momentum) * static_cast<double>(r) + momentum * unbiased);
+  }
+  const double invstd = 1.0 / sqrt(var + eps);
+  mean_out[c] = static_cast<T>(mu);
+  invstd_out[c] = static_cast<T>(invstd);
+  mean_d[c] = mu;
+  invstd_d[c] = invstd;
+}
+
+// Eval: the statistics are the running ones (or 0 and 1 when there are none).
+template <typename T>
+__global__ void eval_stats_kernel(int64_t C, double eps, const T* running_mean, int64_t rm_stride,
+                                  const T* running_var, int64_t rv_stride, T* mean_out, T* invstd_out, double* mean_d,
+                                  double* invstd_d) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const double mu = static_cast<double>(at(running_mean, rm_stride, c, T(0)));
+  const double var = static_cast<double>(at(running_var, rv_stride, c, T(1)));
+  const double invstd = 1.0 / sqrt(var + eps);
+  mean_out[c] = static_cast<T>(mu);
+  invstd_out[c] = static_cast<T>(invstd);
+  mean_d[c] = mu;
+  invstd_d[c] = invstd;
+}
+
+// y = (x - mean) * (invstd * w) + b, in double like the CPU kernel.
+template <typename T>
+__global__ void bn_apply_kernel(const T* x, T* y, NCS d, const double* mean_d, const double* invstd_d, const T* w,
+                                int64_t w_stride, const T* b, int64_t b_stride, int64_t total) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int64_t c = (i / d.s) % d.c;
+  const double scale = invstd_d[c] * static_cast<double>(at(w, w_stride, c, T(1)));
+  const double shift = static_cast<double>(at(b, b_stride, c, T(0)));
+  y[i] = static_cast<T>((static_cast<double>(x[i]) - mean_d[c]) * scale + shift);
+}
+
+// partial[(c * splits + split) * 2 + {0, 1}] = sums of g and g * (x - mean) over the block's slice.
+template <typename T>
+__global__ void grad_partial_kernel(const T* g, const T* x, const T* mean, int64_t mean_stride, double* partial, NCS d,
+                                    int64_t splits) {
+  __shared__ double shared[32];
+  const int64_t c = blockIdx.x / splits, split = blockIdx.x % splits;
+  const int64_t m = d.per_channel(), per = (m + splits - 1) / splits;
+  const int64_t begin = split * per, end = begin + per < m ? begin + per : m;
+  const double mu = static_cast<double>(mean[c * mean_stride]);
+  double sg = 0, sgx = 0;
+  for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+    const int64_t i = channel_index(d, c, j);
+    const double gv = static_cast<double>(g[i]);
+    sg += gv;
+    sgx += gv * (static_cast<double>(x[i]) - mu);
+  }
+  auto add = [](double a, double b) { return a + b; };
+  sg = block_reduce(sg, shared, add);
+  sgx = block_reduce(sgx, shared, add);
+  if (threadIdx.x == 0) {
+    partial[blockIdx.x * 2] = sg;
+    partial[blockIdx.x * 2 + 1] = sgx;
+  }
+}
+
+// One thread per channel: dweight, dbias, and dx = a g + b (x - mean) + k's coefficients
+// (tensor/cpu/norm.cpp derives them).
+template <typename T>
+__global__ void grad_finish_kernel(const double* partial, NCS d, int64_t splits, const T* w, int64_t w_stride,
+                                   const T* invstd, int64_t invstd_stride, bool training, T* dweight, T* dbias,
+                                   double* coef) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= d.c) return;
+  double sum_g = 0, sum_gx = 0;
+  for (int64_t k = 0; k < splits; ++k) {
+    sum_g += partial[(c * splits + k) * 2];
+    sum_gx += partial[(c * splits + k) * 2 + 1];
+  }
+  const double is = static_cast<double>(invstd[c * invstd_stride]);
+  const double sum_gxhat = sum_gx * is;
+  if (dweight) {
+    dweight[c] = static_cast<T>(sum_gxhat);
+    dbias[c] = static_cast<T>(sum_g);
+  }
+  const int64_t m = d.per_channel();
+  const double a = static_cast<double>(at(w, w_stride, c, T(1))) * is;
+  double b = 0, k = 0;
+  if (training && m > 0) {
+    const double inv_m = 1.0 / static_cast<double>(m);
+    b = -a * inv_m * sum_gxhat * is;
+    k = -a * inv_m * sum_g;
+  }
+  coef[c * 3] = a;
+  coef[c * 3 + 1] = b;
+  coef[c * 3 + 2] = k;
+}
+
+template <typename T>
+__global__ void grad_apply_kernel(const T* g, const T* x, const T* mean, int64_t mean_stride, const double* coef,
+                                  T* dx, NCS d, int64_t total) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int64_t c = (i / d.s) % d.c;
+  const double mu = static_cast<double>(mean[c * mean_stride]);
+  dx[i] = static_cast<T>(coef[c * 3] * static_cast<double>(g[i]) + coef[c * 3 + 1] * (static_cast<double>(x[i]) - mu) +
+                         coef[c * 3 + 2]);
+}
+
+template <typename T>
+const T* ptr(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+int64_t stride0(const Tensor& t) { return t.defined() ? t.stride(0) : 0; }
+
+// A scratch buffer of n doubles on `like`'s device.
+Tensor doubles(int64_t n, const Tensor& like) { return empty({n}, TensorOptions(kFloat64).with_device(like.device())); }
+
+}  // namespace
+
+kernels::BatchNormOutput batch_norm(const Tensor& x_in, const Tensor& weight, const Tensor& bias,
+                                    const Tensor& running_mean, const Tensor& running_var, bool training,
+                                    double momentum, double eps) {
+  const Tensor x = contiguous_copy(x_in);
+  const NCS d(x.shape());
+  kernels::BatchNormOutput out{empty(x.shape(), x.options()), empty({d.c}, x.options()), empty({d.c}, x.options())};
+  if (d.c == 0) return out;
+  const int device = x.device().index;
+  cudaStream_t s = stream(device);
+  Tensor stats = doubles(2 * d.c, x);  // mean and invstd in double, for the apply kernel
+  dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() {
+    double* mean_d = stats.data_ptr<double>();
+    double* invstd_d = mean_d + d.c;
+    T* rm = running_mean.defined() ? running_mean.data_ptr<T>() : nullptr;
+    T* rv = running_var.defined() ? running_var.data_ptr<T>() : nullptr;
+    DeviceGuard guard(device);
+    if (training) {
+      const int64_t splits = splits_for(d, device);
+      Tensor partial = doubles(2 * d.c * splits, x);
+      stats_partial_kernel<T><<<blocks_for(d.c * splits, 1), kThreads, 0, s>>>(x.data_ptr<T>(), partial.data_ptr<double>(),
+                                                                               d, splits);
+      check_launch();
+      stats_finish_kernel<T><<<blocks_for(d.c), kThreads, 0, s>>>(
+          x.data_ptr<T>(), partial.data_ptr<double>(), d, splits, eps, rm, stride0(running_mean), rv,
+          stride0(running_var), momentum, out.mean.data_ptr<T>(), out.invstd.data_ptr<T>(), mean_d, invstd_d);
+    } else {
+      eval_stats_kernel<T><<<blocks_for(d.c), kThreads, 0, s>>>(d.c, eps, rm, stride0(running_mean), rv,
+                                                                stride0(running_var), out.mean.data_ptr<T>(),
+                                                                out.invstd.data_ptr<T>(), mean_d, invstd_d);
+    }
+    check_launch();
+    const int64_t total = x.numel();
+    if (total == 0) return;
+    bn_apply_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(x.data_ptr<T>(), out.y.data_ptr<T>(), d, mean_d, invstd_d,
+                                                              ptr<T>(weight), stride0(weight), ptr<T>(bias),
+                                                              stride0(bias), total);
+    check_launch();
+  });
+  return out;
+}
+
+kernels::BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor& x_in, const Tensor& weight,
+                                            const Tensor& mean, const Tensor& invstd, bool training) {
+  const Tensor x = contiguous_copy(x_in);
+  const Tensor g = contiguous_copy(grad_in);
+  const NCS d(x.shape());
+  kernels::BatchNormGrads out;
+  out.dx = empty(x.shape(), x.options());
+  if (weight.defined()) {
+    out.dweight = empty({d.c}, x.options());
+    out.dbias = empty({d.c}, x.options());
+  }
+  if (d.c == 0) return out;
+  const int device = x.device().index;
+  cudaStream_t s = stream(device);
+  const int64_t splits = splits_for(d, device);
+  Tensor partial = doubles(2 * d.c * splits, x);
+  Tensor coef = doubles(3 * d.c, x);
+  dispatch_floating(x.dtype(), "batch_norm_backward", [&]<typename T>() {
+    DeviceGuard guard(device);
+    grad_partial_kernel<T><<<blocks_for(d.c * splits, 1), kThreads, 0, s>>>(
+        g.data_ptr<T>(), x.data_ptr<T>(), mean.data_ptr<T>(), mean.stride(0), partial.data_ptr<double>(), d, splits);
+    check_launch();
+    grad_finish_kernel<T><<<blocks_for(d.c), kThreads, 0, s>>>(
+        partial.data_ptr<double>(), d, splits, ptr<T>(weight), stride0(weight), invstd.data_ptr<T>(), invstd.stride(0),
+        training, weight.defined() ? out.dweight.data_ptr<T>() : nullptr,
+        weight.defined() ? out.dbias.data_ptr<T>() : nullptr, coef.data_ptr<double>());
+    check_launch();
+    const int64_t total = x.numel();
+    if (total == 0) return;
+    grad_apply_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(g.data_ptr<T>(), x.data_ptr<T>(), mean.data_ptr<T>(),
+                                                                mean.stride(0), coef.data_ptr<double>(),
+                                                                out.dx.data_ptr<T>(), d, total);
+    check_launch();
+  });
+  return out;
+}
+
+}  // namespace tl::cuda

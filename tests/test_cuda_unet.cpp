@@ -1,0 +1,211 @@
+// Whole UNet train steps on cuda:0 against the CPU (loss, logits, every gradient and buffer, then ten
+// Adam steps), and a steady train step that makes no cudaMalloc. tests/cuda_test_util.h has the error
+// measure and tolerances.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <sstream>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "cuda/allocator.h"
+#include "nn/optim.h"
+#include "data/loader.h"
+#include "nn/unet.h"
+#include "train/trainer.h"
+#include "tests/cuda_test_util.h"
+
+using namespace tl;
+using namespace tl::testing;
+// ---- whole UNet train steps ---------------------------------------------------------------------
+
+namespace {
+
+// The trainer's loss, --loss bce+dice (compute_loss in train/trainer.cpp).
+Tensor train_loss(const Tensor& logits, const Tensor& masks) {
+  return binary_cross_entropy_with_logits(logits, masks) + dice_loss(logits, masks);
+}
+
+// A UNet built on the CPU and a copy of its state dict moved to cuda:0: one train step (forward, the
+// trainer's loss, backward) on each, compared (loss, logits, every parameter's gradient, every
+// buffer), then `adam_steps` Adam steps on each with the loss compared after every one.
+void check_unet_against_cpu(const nn::UNetConfig& config, const Shape& input_shape, int adam_steps) {
+  Generator g(17);
+  nn::UNet cpu_net(config, &g);
+  nn::UNet gpu_net(config, &g);  // other initial weights, replaced next
+  gpu_net.load_state_dict(cpu_net.state_dict());
+  gpu_net.to(kGpu);
+
+  const int64_t m = int64_t{1} << config.features.size();  // the output side is a multiple of 2^depth
+  const Tensor images = randn(input_shape, kFloat32, &g);  // (N, C, H, W)
+  const Tensor masks =                                      // (N, out, H', W') 0/1
+      gt(rand({input_shape[0], config.out_channels, input_shape[2] / m * m, input_shape[3] / m * m}, kFloat32, &g), 0.5)
+          .to(kFloat32);
+  auto forward_backward = [&](nn::UNet& net, Device device, Tensor* logits_out) {
+    const Tensor logits = net.forward(images.to(device));
+    const Tensor loss = train_loss(logits, masks.to(device));
+    loss.backward();
+    if (logits_out) *logits_out = logits;
+    return loss;
+  };
+
+  Tensor cpu_logits, gpu_logits;
+  const Tensor cpu_loss = forward_backward(cpu_net, Device::cpu(), &cpu_logits);
+  const Tensor gpu_loss = forward_backward(gpu_net, kGpu, &gpu_logits);
+  check_result("loss", gpu_loss, cpu_loss, kTolStep);
+  check_result("logits", gpu_logits, cpu_logits, kTolStep);
+  const nn::NamedTensors cpu_params = cpu_net.named_parameters(), gpu_params = gpu_net.named_parameters();
+  REQUIRE(cpu_params.size() == gpu_params.size());
+  for (size_t i = 0; i < cpu_params.size(); ++i)
+    check_result("gradient of " + cpu_params[i].first, gpu_params[i].second.grad(), cpu_params[i].second.grad(), kTolStep);
+  const nn::NamedTensors cpu_buffers = cpu_net.named_buffers(), gpu_buffers = gpu_net.named_buffers();
+  REQUIRE(cpu_buffers.size() == gpu_buffers.size());
+  for (size_t i = 0; i < cpu_buffers.size(); ++i)  // running statistics; num_batches_tracked exact
+    check_result("buffer " + cpu_buffers[i].first, gpu_buffers[i].second, cpu_buffers[i].second, kTolStep);
+
+  optim::Adam cpu_opt(cpu_net.named_parameters()), gpu_opt(gpu_net.named_parameters());
+  for (int step = 1; step <= adam_steps; ++step) {
+    cpu_opt.step();
+    gpu_opt.step();
+    cpu_opt.zero_grad();
+    gpu_opt.zero_grad();
+    const Tensor cl = forward_backward(cpu_net, Device::cpu(), nullptr);
+    const Tensor gl = forward_backward(gpu_net, kGpu, nullptr);
+    check_result("loss after Adam step " + std::to_string(step), gl, cl, kTolStep);
+  }
+}
+
+nn::UNetConfig unet_config(std::vector<int64_t> features, const std::string& activation = "relu", bool conv_bias = false) {
+  nn::UNetConfig c;
+  c.features = std::move(features);
+  c.activation = activation;
+  c.conv_bias = conv_bias;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("a UNet (widths 8,16,32,64) train step and ten Adam steps match the CPU") {
+  check_unet_against_cpu(unet_config({8, 16, 32, 64}), {2, 3, 32, 48}, 10);
+}
+
+TEST_CASE("a UNet with GELU, conv bias, two outputs and cropped skips matches the CPU") {
+  // 29x35 with depth 3: the skips are center-cropped to the upsampled sizes; output 24x32.
+  nn::UNetConfig config = unet_config({6, 12, 24}, "gelu", true);
+  config.out_channels = 2;
+  check_unet_against_cpu(config, {2, 3, 29, 35}, 10);
+}
+
+TEST_CASE("the default UNet (widths 64..512) train step and ten Adam steps match the CPU at 1x3x32x48") {
+  check_unet_against_cpu(nn::UNetConfig{}, {1, 3, 32, 48}, 10);
+}
+
+TEST_CASE("a steady UNet train step on cuda makes no cudaMalloc") {
+  Generator g(23);
+  nn::UNet net(unet_config({8, 16, 32, 64}), &g);
+  net.to(kGpu);
+  optim::Adam opt(net.named_parameters());
+  const Tensor images = randn({2, 3, 32, 48}, kFloat32, &g);                   // (N, 3, H, W), on the CPU
+  const Tensor masks = gt(rand({2, 1, 32, 48}, kFloat32, &g), 0.5).to(kFloat32);  // (N, 1, H, W)
+  // The trainer's step (train/trainer.cpp): the batch comes from the CPU.
+  auto train_step = [&] {
+    opt.zero_grad(/*set_to_none=*/true);
+    const Tensor logits = net.forward(images.to(kGpu));
+    const Tensor loss = train_loss(logits, masks.to(kGpu));
+    const double value = loss.item();
+    loss.backward();
+    opt.step();
+    return value;
+  };
+  train_step();  // warm-up: fills the allocator's cache
+  const cuda::AllocatorStats warm = cuda::allocator_stats(0);
+  std::string per_step;  // cudaMalloc calls of each further step, the evidence on failure
+  for (int i = 0; i < 3; ++i) {
+    const size_t before = cuda::allocator_stats(0).num_device_mallocs;
+    CHECK(std::isfinite(train_step()));
+    per_step += " " + std::to_string(cuda::allocator_stats(0).num_device_mallocs - before);
+  }
+  const cuda::AllocatorStats after = cuda::allocator_stats(0);
+  INFO("after the warm-up step: " << cuda::stats_str(warm) << "\nafter three more: " << cuda::stats_str(after)
+                                  << "\ncudaMalloc calls in each of the three steps:" << per_step);
+  CHECK(after.num_device_mallocs == warm.num_device_mallocs);
+  CHECK(after.num_cache_hits > warm.num_cache_hits);
+}
+
+TEST_CASE("Module::to moves a UNet to cuda and back in place, values and handles kept") {
+  Generator g(5);
+  nn::UNet net(unet_config({4, 8}), &g);
+  const nn::NamedTensors before = net.state_dict();
+  std::vector<Tensor> cpu_values;
+  for (const auto& [name, t] : before) cpu_values.push_back(t.clone());
+  const Tensor x = randn({1, 3, 16, 16}, kFloat32, &g);
+  net.eval();
+  const Tensor cpu_out = net.forward(x);
+  net.to(kGpu);
+  const nn::NamedTensors on_gpu = net.state_dict();
+  for (size_t i = 0; i < on_gpu.size(); ++i) {
+    INFO(on_gpu[i].first);
+    CHECK(on_gpu[i].second.device() == kGpu);
+    CHECK(on_gpu[i].second.is_same(before[i].second));  // the same handle, its storage moved
+  }
+  check_result("eval forward on cuda", net.forward(x.to(kGpu)), cpu_out, kTol32);
+  net.to(Device::cpu());
+  for (size_t i = 0; i < before.size(); ++i) {
+    INFO(before[i].first);
+    CHECK(before[i].second.device() == Device::cpu());
+    TL_CHECK_CLOSE(before[i].second, cpu_values[i], 0.0);
+  }
+}
+
+TEST_CASE("DeviceStager copies batches through pinned memory unchanged, a smaller last batch too") {
+  data::DeviceStager stager(kGpu);
+  Generator g(9);
+  for (int64_t b : {4, 4, 3, 4, 1}) {  // more batches than pinned buffers; sizes change
+    CAPTURE(b);
+    data::Batch host{rand({b, 3, 8, 12}, kFloat32, &g), gt(rand({b, 1, 8, 12}, kFloat32, &g), 0.5).to(kFloat32), {}};
+    for (int64_t i = 0; i < b; ++i) host.indices.push_back(i * 7);
+    const data::Batch dev = stager.to_device(host);
+    CHECK(dev.images.device() == kGpu);
+    CHECK(dev.indices == host.indices);
+    TL_CHECK_CLOSE(dev.images.to(Device::cpu()), host.images, 0.0);
+    TL_CHECK_CLOSE(dev.masks.to(Device::cpu()), host.masks, 0.0);
+  }
+}
+
+TEST_CASE("train() with device cuda runs, checkpoints and resumes") {
+  TempDir dir("tl_test_cuda_train");
+  train::TrainConfig c;
+  c.synthetic_count = 16;
+  c.val_fraction = 0.25;
+  c.height = 32;
+  c.width = 48;
+  c.features = {8, 16};
+  c.epochs = 2;
+  c.batch_size = 4;
+  c.workers = 1;
+  c.device = "cuda";
+  c.quiet = true;
+  c.out = dir.file("run");
+  c.max_steps = 2;  // 12 training cars' views in batches of 4: stops mid-epoch 1
+  std::ostringstream console;
+  const train::TrainResult first = train::train(c, console, false);
+  CHECK(first.stop == train::StopReason::MaxSteps);
+  CHECK(first.steps == 2);
+  CHECK(std::isfinite(first.last_train_loss));
+  train::TrainConfig r = c;
+  r.max_steps = 0;
+  r.resume = c.out + "/last.safetensors";
+  const train::TrainResult second = train::train(r, console, false);
+  CHECK(second.stop == train::StopReason::Finished);
+  CHECK(second.steps == 6);
+  CHECK(second.epochs_done == 2);
+  CHECK(second.best_val_dice > 0);
+}
+
+TL_CUDA_TEST_MAIN()
