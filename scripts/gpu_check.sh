@@ -6,7 +6,8 @@
 #
 # Usage: TL_DEPS_PREFIX=/path/to/deps scripts/gpu_check.sh LOGDIR
 #
-# TL_DEPS_PREFIX holds the header-only dependencies (nothing is downloaded):
+# TL_DEPS_PREFIX holds the header-only dependencies (nothing is downloaded); scripts/pack_deps.sh DIR
+# gathers them from a machine where scripts/install_deps.sh ran:
 #   $TL_DEPS_PREFIX/include/eigen3/Eigen/Core         Eigen 3.4 (the folder holding Eigen/ and unsupported/)
 #   $TL_DEPS_PREFIX/include/stb/stb_image.h           stb: stb_image.h and stb_image_write.h
 #   $TL_DEPS_PREFIX/include/stb/stb_image_write.h
