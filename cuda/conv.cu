@@ -127,6 +127,18 @@ __global__ void col2im_kernel(const T* col, T* dx, ConvGeometry g, int64_t total
   dx[i] = col2im_gather(g, col + n * g.K() * g.L(), i % g.image());
 }
 
+// The column matrices (nb, K, L) of the nb images at xn, as the GEMMs read them: the images themselves
+// for a pointwise convolution, else im2col into `col` (queued on s).
+template <typename T>
+const T* columns(const ConvGeometry& g, const T* xn, T* col, int64_t nb, int device, cudaStream_t s) {
+  if (g.pointwise()) return xn;
+  const int64_t total = nb * g.K() * g.L();
+  DeviceGuard guard(device);
+  im2col_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(xn, col, g, total);
+  check_launch();
+  return col;
+}
+
 // out (N, O, L) += bias[o]
 template <typename T>
 __global__ void add_bias_kernel(T* out, const T* bias, int64_t O, int64_t L, int64_t total) {
@@ -206,14 +218,9 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Con
     T* col = g.pointwise() ? nullptr : static_cast<T*>(workspace(device, sizeof(T) * chunk * K * L));
     for (int64_t n0 = 0; n0 < N; n0 += chunk) {
       const int64_t nb = std::min(chunk, N - n0);
-      const T* xn = x.data_ptr<T>() + n0 * g.image();
-      if (!g.pointwise()) {
-        DeviceGuard guard(device);
-        im2col_kernel<T><<<blocks_for(nb * K * L), kThreads, 0, s>>>(xn, col, g, nb * K * L);
-        check_launch();
-      }
+      const T* cols = columns(g, x.data_ptr<T>() + n0 * g.image(), col, nb, device, s);
       // out[n]^T (L, O) = col[n]^T (L, K) @ W^T (K, O)
-      gemm<T>(device, false, false, L, O, K, g.pointwise() ? xn : col, L, K * L, w.data_ptr<T>(), K, 0, T(0),
+      gemm<T>(device, false, false, L, O, K, cols, L, K * L, w.data_ptr<T>(), K, 0, T(0),
               out.data_ptr<T>() + n0 * O * L, L, O * L, nb);
     }
     if (bias_in.defined()) {
@@ -280,15 +287,10 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
     T* col = g.pointwise() ? nullptr : static_cast<T*>(workspace(device, sizeof(T) * chunk * K * L));
     for (int64_t n0 = 0; n0 < N; n0 += chunk) {
       const int64_t nb = std::min(chunk, N - n0);
-      const T* xn = x.data_ptr<T>() + n0 * g.image();
-      if (!g.pointwise()) {
-        DeviceGuard guard(device);
-        im2col_kernel<T><<<blocks_for(nb * K * L), kThreads, 0, s>>>(xn, col, g, nb * K * L);
-        check_launch();
-      }
+      const T* cols = columns(g, x.data_ptr<T>() + n0 * g.image(), col, nb, device, s);
       // partial[n]^T (K, O) = col[n] (K, L) @ g[n]^T (L, O): col[n] row-major (K, L) is column-major
       // (L, K), so op T; g[n] row-major (O, L) is column-major (L, O), no op.
-      gemm<T>(device, true, false, K, O, L, g.pointwise() ? xn : col, L, K * L, gr.data_ptr<T>() + n0 * O * L, L,
+      gemm<T>(device, true, false, K, O, L, cols, L, K * L, gr.data_ptr<T>() + n0 * O * L, L,
               O * L, T(0), partial.data_ptr<T>(), K, O * K, nb);
       DeviceGuard guard(device);
       sum_partials_kernel<T><<<blocks_for(O * K), kThreads, 0, s>>>(dw.data_ptr<T>(), partial.data_ptr<T>(), O * K, nb,

@@ -60,10 +60,13 @@ __global__ void stats_partial_kernel(const T* x, double* partial, NCS d, int64_t
   }
 }
 
-struct Running {
-  bool update;
-  double momentum;
-};
+// Writes channel c's statistics: mean and invstd in T (the op's outputs) and in double (for the
+// apply kernel).
+template <typename T>
+__device__ void write_stats(int64_t c, double mu, double var, double eps, T* mean_out, T* invstd_out, double* mean_d,
+                            double* invstd_d) {
+  write_stats(c, mu, var, eps, mean_out, invstd_out, mean_d, invstd_d);
+}
 
 // One thread per channel: the batch mean and biased variance, invstd, the running statistics'
 // update (unbiased variance, as PyTorch), and the affine map y = x * scale + shift as two doubles.
@@ -92,11 +95,7 @@ __global__ void stats_finish_kernel(const T* x, const double* partial, NCS d, in
     T& r = running_var[c * rv_stride];
     r = static_cast<T>((1.0 - momentum) * static_cast<double>(r) + momentum * unbiased);
   }
-  const double invstd = 1.0 / sqrt(var + eps);
-  mean_out[c] = static_cast<T>(mu);
-  invstd_out[c] = static_cast<T>(invstd);
-  mean_d[c] = mu;
-  invstd_d[c] = invstd;
+  write_stats(c, mu, var, eps, mean_out, invstd_out, mean_d, invstd_d);
 }
 
 // Eval: the statistics are the running ones (or 0 and 1 when there are none).
@@ -108,11 +107,7 @@ __global__ void eval_stats_kernel(int64_t C, double eps, const T* running_mean, 
   if (c >= C) return;
   const double mu = static_cast<double>(at(running_mean, rm_stride, c, T(0)));
   const double var = static_cast<double>(at(running_var, rv_stride, c, T(1)));
-  const double invstd = 1.0 / sqrt(var + eps);
-  mean_out[c] = static_cast<T>(mu);
-  invstd_out[c] = static_cast<T>(invstd);
-  mean_d[c] = mu;
-  invstd_d[c] = invstd;
+  write_stats(c, mu, var, eps, mean_out, invstd_out, mean_d, invstd_d);
 }
 
 // y = (x - mean) * (invstd * w) + b, in double like the CPU kernel.

@@ -37,30 +37,27 @@ __device__ int tensor_of_block(const Table<T>& t, int64_t b) {
   return i;
 }
 
+// Element i of one parameter for each optimizer: its functor on the parameter, gradient and slots.
 template <class T>
-__global__ void sgd_kernel(Table<T> t, SgdUpdate<T> f) {
-  const int k = tensor_of_block(t, blockIdx.x);
-  const int64_t begin = (blockIdx.x - t.first_block[k]) * kBlockElems;
-  const int64_t end = begin + kBlockElems < t.numel[k] ? begin + kBlockElems : t.numel[k];
-  T* p = t.param[k];
-  const T* g = t.grad[k];
-  T* buf = t.slot0[k];
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+struct SgdApply {
+  SgdUpdate<T> f;
+  __device__ void operator()(T* p, const T* g, T* buf, T*, int64_t i) const {
     T unused = T(0);
     f(p[i], g[i], buf ? buf[i] : unused);
   }
-}
-
+};
 template <class T>
-__global__ void adam_kernel(Table<T> t, AdamUpdate<T> f) {
+struct AdamApply {
+  AdamUpdate<T> f;
+  __device__ void operator()(T* p, const T* g, T* m, T* v, int64_t i) const { f(p[i], g[i], m[i], v[i]); }
+};
+
+template <class T, class Apply>
+__global__ void step_kernel(Table<T> t, Apply apply) {
   const int k = tensor_of_block(t, blockIdx.x);
   const int64_t begin = (blockIdx.x - t.first_block[k]) * kBlockElems;
   const int64_t end = begin + kBlockElems < t.numel[k] ? begin + kBlockElems : t.numel[k];
-  T* p = t.param[k];
-  const T* g = t.grad[k];
-  T* m = t.slot0[k];
-  T* v = t.slot1[k];
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) f(p[i], g[i], m[i], v[i]);
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) apply(t.param[k], t.grad[k], t.slot0[k], t.slot1[k], i);
 }
 
 // Calls launch(table, blocks) for each group of up to kMaxFusedTensors non-empty parameters.
@@ -91,26 +88,26 @@ void for_each_table(const std::vector<DeviceSlots>& params, const Launch& launch
   flush();
 }
 
-}  // namespace
-
-template <class T>
-void cuda_sgd_step(const std::vector<DeviceSlots>& params, const SgdUpdate<T>& f, int device) {
+template <class T, class Apply>
+void run_step(const std::vector<DeviceSlots>& params, const Apply& apply, int device) {
   cudaStream_t s = cuda::stream(device);
   cuda::DeviceGuard guard(device);
   for_each_table<T>(params, [&](const Table<T>& t, unsigned blocks) {
-    sgd_kernel<T><<<blocks, kThreads, 0, s>>>(t, f);
+    step_kernel<T, Apply><<<blocks, kThreads, 0, s>>>(t, apply);
     TL_CUDA_CHECK(cudaGetLastError());
   });
 }
 
+}  // namespace
+
+template <class T>
+void cuda_sgd_step(const std::vector<DeviceSlots>& params, const SgdUpdate<T>& f, int device) {
+  run_step<T>(params, SgdApply<T>{f}, device);
+}
+
 template <class T>
 void cuda_adam_step(const std::vector<DeviceSlots>& params, const AdamUpdate<T>& f, int device) {
-  cudaStream_t s = cuda::stream(device);
-  cuda::DeviceGuard guard(device);
-  for_each_table<T>(params, [&](const Table<T>& t, unsigned blocks) {
-    adam_kernel<T><<<blocks, kThreads, 0, s>>>(t, f);
-    TL_CUDA_CHECK(cudaGetLastError());
-  });
+  run_step<T>(params, AdamApply<T>{f}, device);
 }
 
 template void cuda_sgd_step<float>(const std::vector<DeviceSlots>&, const SgdUpdate<float>&, int);
