@@ -65,7 +65,11 @@ __global__ void stats_partial_kernel(const T* x, double* partial, NCS d, int64_t
 template <typename T>
 __device__ void write_stats(int64_t c, double mu, double var, double eps, T* mean_out, T* invstd_out, double* mean_d,
                             double* invstd_d) {
-  write_stats(c, mu, var, eps, mean_out, invstd_out, mean_d, invstd_d);
+  const double invstd = 1.0 / sqrt(var + eps);
+  mean_out[c] = static_cast<T>(mu);
+  invstd_out[c] = static_cast<T>(invstd);
+  mean_d[c] = mu;
+  invstd_d[c] = invstd;
 }
 
 // One thread per channel: the batch mean and biased variance, invstd, the running statistics'
