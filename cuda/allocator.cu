@@ -52,8 +52,11 @@ class Allocator {
     try {
       d.free[size].push_back(p);
     } catch (...) {  // no memory for the free list: give the block back to the driver instead
+      int prev = -1;
+      (void)cudaGetDevice(&prev);
       (void)cudaSetDevice(device);
       (void)cudaFree(p);
+      if (prev >= 0) (void)cudaSetDevice(prev);
       d.stats.reserved_bytes -= size;
     }
   }
@@ -94,18 +97,20 @@ class Allocator {
     d.stats.peak_allocated_bytes = std::max(d.stats.peak_allocated_bytes, d.stats.allocated_bytes);
   }
 
-  // cudaFree of every cached block of one device. Caller holds mu_. cudaFree synchronizes the device,
-  // so no queued kernel still reads a block freed here.
+  // cudaFree of every cached block of one device. Caller holds mu_. The device is synchronized first,
+  // so no queued kernel still reads a block freed here. Each block leaves the cache as it is freed:
+  // a failure part way leaves no freed pointer behind to be freed or handed out again.
   void empty_device(Device& d, int device) {
     if (d.free.empty()) return;
     DeviceGuard guard(device);
-    for (auto& [size, blocks] : d.free) {
-      for (void* p : blocks) {
-        TL_CUDA_CHECK(cudaFree(p));
-        d.stats.reserved_bytes -= size;
+    TL_CUDA_CHECK(cudaDeviceSynchronize());
+    for (auto it = d.free.begin(); it != d.free.end(); it = d.free.erase(it)) {
+      while (!it->second.empty()) {
+        TL_CUDA_CHECK(cudaFree(it->second.back()));
+        it->second.pop_back();
+        d.stats.reserved_bytes -= it->first;
       }
     }
-    d.free.clear();
   }
 
   // A fresh block; on out-of-memory, empties this device's cache and tries once more. Caller holds mu_.
@@ -147,6 +152,8 @@ Allocator& allocator() {
 
 size_t allocation_size(size_t nbytes) {
   if (nbytes == 0) return 0;
+  if (nbytes > (size_t{1} << 60))  // rounding up would wrap; no device has this much memory
+    throw std::length_error("cuda allocator: a request of " + std::to_string(nbytes) + " bytes is not valid");
   return nbytes <= kSmallMax ? round_up(nbytes, kSmallRound) : round_up(nbytes, kLargeRound);
 }
 

@@ -67,7 +67,8 @@ Workspace& workspaces() {
   return *w;
 }
 
-// A device buffer of at least nbytes, valid until the next call for the same device. Growing frees the
+// A device buffer of at least nbytes, valid until the next call for the same device. One host thread
+// per device runs convolutions (the trainer's): two would share the buffer. Growing frees the
 // old buffer; that is stream-ordered (allocator.h), so kernels still queued on it finish first.
 void* workspace(int device, size_t nbytes) {
   Workspace& w = workspaces();
@@ -188,11 +189,12 @@ Tensor bmm(const Tensor& a_in, const Tensor& b_in) {
   }
   MatrixView va{}, vb{};
   Tensor a = a_in, b = b_in;
-  if (!matrix_view(M, K, a.stride(1), a.stride(2), va)) {
+  // A layout cuBLAS cannot take (no unit stride, or a leading dimension beyond its int) is copied.
+  if (!matrix_view(M, K, a.stride(1), a.stride(2), va) || va.ld > INT_MAX) {
     a = contiguous_copy(a_in);
     matrix_view(M, K, a.stride(1), a.stride(2), va);
   }
-  if (!matrix_view(K, N, b.stride(1), b.stride(2), vb)) {
+  if (!matrix_view(K, N, b.stride(1), b.stride(2), vb) || vb.ld > INT_MAX) {
     b = contiguous_copy(b_in);
     matrix_view(K, N, b.stride(1), b.stride(2), vb);
   }
@@ -215,8 +217,9 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Con
   cudaStream_t s = stream(device);
   const int64_t chunk = chunk_images(g, N);
   dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
-    T* col = g.pointwise() ? nullptr : static_cast<T*>(workspace(device, sizeof(T) * chunk * K * L));
-    for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+    T* col = g.pointwise() || K == 0 ? nullptr : static_cast<T*>(workspace(device, sizeof(T) * chunk * K * L));
+    if (K == 0) fill_(out, 0.0);  // no input channels or an empty kernel: the sum is empty (cuBLAS needs k >= 1)
+    for (int64_t n0 = 0; K > 0 && n0 < N; n0 += chunk) {
       const int64_t nb = std::min(chunk, N - n0);
       const T* cols = columns(g, x.data_ptr<T>() + n0 * g.image(), col, nb, device, s);
       // out[n]^T (L, O) = col[n]^T (L, K) @ W^T (K, O)
@@ -242,7 +245,7 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
   const int64_t N = x_shape[0], O = w.size(0), K = g.K(), L = g.L();
   Tensor dx = empty(x_shape, gr.options());
   if (dx.numel() == 0) return dx;
-  if (L == 0 || O == 0) {
+  if (L == 0 || O == 0 || K == 0) {
     fill_(dx, 0.0);
     return dx;
   }
@@ -281,7 +284,9 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
   }
   const int device = x.device().index;
   cudaStream_t s = stream(device);
-  const int64_t chunk = chunk_images(g, N);
+  // The per-image partials (chunk, O, K) are capped like the columns: deep layers have O * K >> L.
+  const int64_t chunk =
+      std::clamp<int64_t>(std::min(chunk_images(g, N), kWorkspaceElems / std::max<int64_t>(O * K, 1)), 1, N);
   Tensor partial = empty({chunk, O, K}, x.options());  // per-image dW of one chunk
   dispatch_floating(x.dtype(), "conv2d_backward_weight", [&]<typename T>() {
     T* col = g.pointwise() ? nullptr : static_cast<T*>(workspace(device, sizeof(T) * chunk * K * L));

@@ -11,6 +11,9 @@ void copy_host_to_device(void* dst, const void* src, size_t nbytes, int device) 
   cudaStream_t s = stream(device);
   DeviceGuard guard(device);
   TL_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, s));
+  // From pageable memory the driver may read the source after the call returns; the caller may free
+  // or reuse it at once. (Batches take the pinned path, data::DeviceStager, not this one.)
+  TL_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
 void copy_device_to_host(void* dst, const void* src, size_t nbytes, int device) {
@@ -32,6 +35,13 @@ void copy_device_to_device(void* dst, int dst_device, const void* src, int src_d
   synchronize(src_device);  // the source's producers ran on the source device's stream
   DeviceGuard guard(dst_device);
   TL_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_device, src, src_device, nbytes, s));
+  // src is in the source device's stream order: later work there (a kernel reusing src's freed block)
+  // must wait until this copy has read it.
+  cudaEvent_t read;
+  TL_CUDA_CHECK(cudaEventCreateWithFlags(&read, cudaEventDisableTiming));
+  TL_CUDA_CHECK(cudaEventRecord(read, s));
+  TL_CUDA_CHECK(cudaStreamWaitEvent(stream(src_device), read, 0));
+  TL_CUDA_CHECK(cudaEventDestroy(read));  // released once it completes
 }
 
 namespace {

@@ -66,7 +66,7 @@ Tensor nll_loss_backward(const Tensor& grad, const Tensor& logp, const Tensor& t
   fill_(out, 0.0);
   const int64_t count = d.n * d.s;
   if (count == 0) return out;
-  const Tensor g = grad.device() == logp.device() ? grad : grad.to(logp.device());
+  const Tensor g = grad.to(logp.dtype()).to(logp.device());  // any dtype, as the CPU's grad.item()
   const int device = logp.device().index;
   cudaStream_t s = stream(device);
   DeviceGuard guard(device);

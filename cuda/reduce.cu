@@ -31,7 +31,7 @@ struct MaxOp {
   TL_HD Acc operator()(Acc a, Acc b) const {
     if (a != a) return a;
     if (b != b) return b;
-    return a > b ? a : b;
+    return b > a ? b : a;  // on a tie (-0.0 and +0.0) the earlier element, as on the CPU
   }
 };
 
@@ -140,6 +140,9 @@ Tensor reduce(Reduce op, const Tensor& x, const std::vector<int64_t>& dims, bool
   const int64_t count = plan.count;
   if (op == Reduce::Max && count == 0)
     throw_op_error("max", "cannot reduce over an empty dimension of " + shape_str(x.shape()));
+  if (!is_floating(x.dtype()))  // the CPU's error, also for an empty result
+    throw std::invalid_argument(std::string("reduce: expected a floating dtype (float32 or float64), got ") +
+                                dtype_name(x.dtype()));
   Tensor out = empty(plan.out_shape, x.options());
   if (out.numel() == 0) return out;
   dispatch_floating(x.dtype(), "reduce", [&]<typename T>() {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 #include <tuple>
 #include <sstream>
@@ -99,10 +100,14 @@ Optimizer::Optimizer(std::string name, NamedParams params, double lr, std::vecto
     : name_(std::move(name)), params_(std::move(params)), slot_names_(std::move(slots)), lr_(lr) {
   if (params_.empty()) fail(name_, "optimizer got an empty parameter list");
   std::set<std::string> seen;
+  std::map<const TensorImpl*, std::string> tensors;
   for (const auto& [n, p] : params_) {
     if (n.empty()) fail(name_, "a parameter has an empty name (names key the optimizer state)");
     if (!seen.insert(n).second) fail(name_, "parameter name '" + n + "' appears twice");
     if (!p.defined()) fail(name_, "parameter '" + n + "' is an undefined tensor");
+    // One tensor under two names (a shared layer) would be updated twice per step.
+    if (auto [it, fresh] = tensors.emplace(p.impl(), n); !fresh)
+      fail(name_, "parameter '" + n + "' is the same tensor as '" + it->second + "'; list a shared parameter once");
     if (!is_floating(p.dtype()))
       fail(name_, "parameter '" + n + "' is " + dtype_name(p.dtype()) +
                       "; only float32 and float64 tensors can be optimized");
@@ -134,13 +139,16 @@ void Optimizer::set_lr(double lr) {
 }
 
 // The parameters that have a gradient; checks every one before any update, so that a bad gradient
-// leaves all parameters untouched.
-std::vector<size_t> Optimizer::params_with_grad() const {
+// leaves all parameters untouched. The state follows its parameter's device: an optimizer made before
+// Module::to would otherwise hand the update slots on the old device.
+std::vector<size_t> Optimizer::params_with_grad() {
   std::vector<size_t> idx;
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto& [n, p] = params_[i];
     const Tensor g = p.grad();
     if (!g.defined()) continue;
+    for (Tensor& slot : state_[i].slot)
+      if (slot.device() != p.device()) slot = slot.to(p.device());
     if (g.shape() != p.shape() || g.dtype() != p.dtype() || g.device() != p.device())
       fail(name_, "gradient of '" + n + "' is " + shape_str(g.shape()) + " " + dtype_name(g.dtype()) + " on " +
                       g.device().str() + ", the parameter " + shape_str(p.shape()) + " " + dtype_name(p.dtype()) +

@@ -67,7 +67,8 @@ class Optimizer {
   };
   // Indices of the parameters that have a gradient, each checked (device, shape, dtype) before any
   // is updated.
-  std::vector<size_t> params_with_grad() const;
+  // Moves a parameter's state to the parameter's device if it is elsewhere.
+  std::vector<size_t> params_with_grad();
 
   std::string name_;  // "SGD", "Adam", "AdamW": prefixes error messages
   NamedParams params_;

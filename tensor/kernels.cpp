@@ -73,8 +73,14 @@ void cuda_copy_(const Tensor& dst, const Tensor& src) {
   const size_t nbytes = static_cast<size_t>(dst.numel()) * dtype_size(src.dtype());
   if (dd == sd) {
     if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous() && src.shape() == shape) {
-      if (dst.raw_data() != src.raw_data())
-        cuda::copy_device_to_device(dst.raw_data(), dd.index, src.raw_data(), sd.index, nbytes);
+      if (dst.raw_data() == src.raw_data()) return;
+      if (dst.storage() == src.storage()) {  // may overlap: the CPU's memmove semantics, through a copy
+        const Tensor staged = empty(shape, src.options());
+        cuda::copy_device_to_device(staged.raw_data(), dd.index, src.raw_data(), sd.index, nbytes);
+        cuda::copy_device_to_device(dst.raw_data(), dd.index, staged.raw_data(), sd.index, nbytes);
+        return;
+      }
+      cuda::copy_device_to_device(dst.raw_data(), dd.index, src.raw_data(), sd.index, nbytes);
       return;
     }
     const Strides src_strides = broadcast_strides(src.shape(), src.strides(), shape);

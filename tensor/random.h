@@ -69,10 +69,12 @@ TL_HD double to_unit(uint32_t hi, uint32_t lo) {
 TL_HD double sample(uint64_t seed, uint64_t offset, uint64_t i, bool normal, double a, double b) {
   Out o = philox4x32_10(offset + i, seed);
   double u1 = to_unit(o.v[0], o.v[1]);
-  if (!normal) return a + (b - a) * u1;
+  // std::fma: one rounding on every compiler and on the GPU (a plain a + (b - a) * u1 may or may not
+  // be contracted into an FMA, which changes the last bit of float64 draws).
+  if (!normal) return std::fma(b - a, u1, a);
   double u2 = to_unit(o.v[2], o.v[3]);
   double r = std::sqrt(-2.0 * std::log(1.0 - u1));  // 1 - u1 in (0, 1]
-  return a + b * r * std::cos(6.283185307179586477 * u2);
+  return std::fma(b * r, std::cos(6.283185307179586477 * u2), a);
 }
 
 }  // namespace philox

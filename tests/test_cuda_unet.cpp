@@ -163,6 +163,32 @@ TEST_CASE("Module::to moves a UNet to cuda and back in place, values and handles
   }
 }
 
+TEST_CASE("an optimizer made before Module::to moves its state with the parameters") {
+  // Same model, same data: one made on the GPU and stepped there, one whose Adam was made on the CPU
+  // before the move.
+  auto run = [](bool optimizer_first) {
+    Generator g(21);
+    nn::UNet net(unet_config({4, 8}), &g);
+    std::unique_ptr<optim::Adam> opt;
+    if (optimizer_first) opt = std::make_unique<optim::Adam>(net.named_parameters(), optim::AdamOptions{.lr = 1e-2});
+    net.to(kGpu);
+    if (!optimizer_first) opt = std::make_unique<optim::Adam>(net.named_parameters(), optim::AdamOptions{.lr = 1e-2});
+    const Tensor x = randn({2, 3, 16, 16}, kFloat32, &g).to(kGpu);
+    const Tensor t = gt(rand({2, 1, 16, 16}, kFloat32, &g), 0.5).to(kFloat32).to(kGpu);
+    for (int step = 0; step < 2; ++step) {
+      opt->zero_grad();
+      binary_cross_entropy_with_logits(net.forward(x), t).backward();
+      opt->step();
+    }
+    return net.state_dict();
+  };
+  const nn::NamedTensors a = run(true), b = run(false);
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].first);
+    TL_CHECK_CLOSE(a[i].second.to(Device::cpu()), b[i].second.to(Device::cpu()), 0.0);
+  }
+}
+
 TEST_CASE("DeviceStager copies batches through pinned memory unchanged, a smaller last batch too") {
   data::DeviceStager stager(kGpu);
   Generator g(9);

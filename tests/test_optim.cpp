@@ -500,6 +500,8 @@ TEST_CASE("invalid options are errors") {
   CHECK_ERROR_CONTAINS(AdamW(f.named(), {.beta2 = 1.0}), "AdamW: invalid beta parameter at index 1: 1");
   CHECK_ERROR_CONTAINS(Adam(NamedParams{}), "Adam: optimizer got an empty parameter list");
   CHECK_ERROR_CONTAINS(Adam(NamedParams{{"w", f.w}, {"w", f.b}}), "Adam: parameter name 'w' appears twice");
+  CHECK_ERROR_CONTAINS(SGD(NamedParams{{"a.w", f.w}, {"b.w", f.w}}, {.lr = 0.1}),
+                       "SGD: parameter 'b.w' is the same tensor as 'a.w'; list a shared parameter once");
   CHECK_ERROR_CONTAINS(Adam(NamedParams{{"w", f.w * 2.0}}), "Adam: can't optimize a non-leaf tensor ('w'");
   CHECK_ERROR_CONTAINS(clip_grad_norm_({f.w}, -1.0), "clip_grad_norm_: max_norm must be >= 0");
 
