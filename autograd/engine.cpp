@@ -37,8 +37,12 @@ void accumulate_into_leaf(TensorImpl* leaf, const Tensor& g) {
     Tensor copy = empty(g.shape(), g.options());  // the leaf owns its gradient: never alias g
     kernels::copy_(copy, g);
     leaf->grad = copy.impl_ptr();
-  } else {
-    leaf->grad = kernels::binary(kernels::Binary::Add, Tensor(leaf->grad), g).impl_ptr();
+  } else if (const Tensor grad(leaf->grad); grad.is_contiguous()) {
+    // In place, as torch: a second backward (gradient accumulation) allocates nothing new. The
+    // leaf's gradient never aliases g (first branch), so reading both while writing one is safe.
+    kernels::binary(kernels::Binary::Add, grad, g, grad);
+  } else {  // a gradient set by hand as a strided view, which may overlap itself: a new tensor
+    leaf->grad = kernels::binary(kernels::Binary::Add, grad, g).impl_ptr();
   }
 }
 

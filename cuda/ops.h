@@ -25,7 +25,7 @@ void fill_random_(const Tensor& dst, kernels::Distribution d, double a, double b
 
 Tensor unary(Unary op, const Tensor& x, UnaryParams p);
 Tensor unary_backward(Unary op, const Tensor& x, const Tensor& grad, UnaryParams p);
-Tensor binary(Binary op, const Tensor& a, const Tensor& b);
+Tensor binary(Binary op, const Tensor& a, const Tensor& b, const Tensor& out);
 Tensor reduce(Reduce op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
 
 // cuBLAS. The float32 GEMMs run in strict fp32 unless tl::allow_tf32() (tensor/precision.h).

@@ -205,16 +205,16 @@ Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shap
 }
 
 BatchNormOutput batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
-                           const Tensor& running_var, bool training, double momentum, double eps) {
+                           const Tensor& running_var, bool training, double momentum, double eps, Activation act) {
   profile::Scope scope(profile::Kind::BatchNorm);
-  TL_DISPATCH("batch_norm", batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps), &x,
+  TL_DISPATCH("batch_norm", batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, act), &x,
               &weight, &bias, &running_mean, &running_var);
 }
-BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight, const Tensor& mean,
-                                   const Tensor& invstd, bool training) {
+BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                   const Tensor& mean, const Tensor& invstd, bool training, Activation act) {
   profile::Scope scope(profile::Kind::BatchNorm);
-  TL_DISPATCH("batch_norm_backward", batch_norm_backward(grad, x, weight, mean, invstd, training), &grad, &x,
-              &weight, &mean, &invstd);
+  TL_DISPATCH("batch_norm_backward", batch_norm_backward(grad, x, weight, bias, mean, invstd, training, act), &grad,
+              &x, &weight, &bias, &mean, &invstd);
 }
 
 Tensor nll_loss(const Tensor& logp, const Tensor& target) {

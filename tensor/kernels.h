@@ -30,8 +30,10 @@ Tensor unary_backward(Unary op, const Tensor& x, const Tensor& grad, UnaryParams
 
 enum class Binary { Add, Sub, Mul, Div, Eq, Gt, Lt, Ge, Le, BceLogits, BceLogitsGrad };
 const char* binary_name(Binary op);
-// Broadcasts a and b (same dtype, same device). Comparisons give 0/1 in the inputs' dtype.
-Tensor binary(Binary op, const Tensor& a, const Tensor& b);
+// Broadcasts a and b (same dtype, same device). Comparisons give 0/1 in the inputs' dtype. With `out`
+// (the broadcast shape, a's dtype) the result is written there and returned; out may be a or b itself
+// (each element reads its inputs before writing), not an overlapping view of them.
+Tensor binary(Binary op, const Tensor& a, const Tensor& b, const Tensor& out = Tensor());
 
 // ---- reductions over `dims` (sorted, unique, already wrapped; empty means all dims)
 enum class Reduce { Sum, Mean, Max };

@@ -17,8 +17,16 @@ TEST_CASE("leaf gradients accumulate over backward calls and uses") {
   Tensor y = sum(x * x + x);  // dy/dx = 2x + 1, x used twice
   y.backward();
   CHECK(vals(x.grad()) == std::vector<double>{3, 5, 7});
+  const Tensor first = x.grad();
   sum(x * 3.0).backward();
   CHECK(vals(x.grad()) == std::vector<double>{6, 8, 10});
+  // Accumulated in place, as torch: the same tensor, so accumulation steps allocate no gradients.
+  CHECK(x.grad().is_same(first));
+  CHECK(vals(first) == std::vector<double>{6, 8, 10});
+  // A gradient set by hand as a broadcast view (overlapping itself) gets a new tensor instead.
+  x.set_grad(from_vector<double>({1}, {1}).expand({3}));
+  sum(x * 2.0).backward();
+  CHECK(vals(x.grad()) == std::vector<double>{3, 3, 3});
   x.set_grad(Tensor());
   CHECK_FALSE(x.grad().defined());
 }

@@ -65,8 +65,9 @@ Tensor unary_backward(Unary op, const Tensor& x, const Tensor& grad, UnaryParams
   return out;
 }
 
-Tensor binary(Binary op, const Tensor& a, const Tensor& b) {
-  Tensor out = empty(broadcast_shapes(a.shape(), b.shape(), kernels::binary_name(op)), a.options());
+Tensor binary(Binary op, const Tensor& a, const Tensor& b, const Tensor& out_in) {
+  const Tensor out =
+      out_in.defined() ? out_in : empty(broadcast_shapes(a.shape(), b.shape(), kernels::binary_name(op)), a.options());
   dispatch_floating(a.dtype(), kernels::binary_name(op), [&]<typename T>() {
     with_binary(op, [&](auto f) { map2<T>(out, a, b, f); });
   });
