@@ -14,6 +14,14 @@ void UNetConfig::validate() const {
   if (features.empty()) bad("features must list at least one width");
   for (int64_t f : features)
     if (f < 1) bad("every feature width must be >= 1, got " + std::to_string(f));
+  // Each decoder level's transposed conv takes the level below's 2 x width channels: the widths double.
+  for (size_t i = 1; i < features.size(); ++i)
+    if (features[i] != 2 * features[i - 1]) {
+      std::string list;
+      for (size_t k = 0; k < features.size(); ++k) list += (k ? "," : "") + std::to_string(features[k]);
+      bad("features must double from level to level (as 64,128,256,512), got " + list + ": " +
+          std::to_string(features[i]) + " is not 2 x " + std::to_string(features[i - 1]));
+    }
   const auto& names = activation_names();
   if (std::find(names.begin(), names.end(), activation) == names.end())
     bad("unknown activation '" + activation + "' (expected relu, gelu, silu or pysilu)");

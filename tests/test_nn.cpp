@@ -221,6 +221,14 @@ TEST_CASE("UNet config metadata round trip and errors") {
   md["features"] = "8,,16";
   CHECK_THROWS_WITH_AS(UNetConfig::from_metadata(md), "UNet config: metadata 'features' = '' is not a positive integer",
                        std::invalid_argument);
+  md["features"] = "32,64,96";
+  CHECK_THROWS_WITH_AS(UNetConfig::from_metadata(md),
+                       "UNet config: features must double from level to level (as 64,128,256,512), got 32,64,96: 96 "
+                       "is not 2 x 64",
+                       std::invalid_argument);
+  UNetConfig odd;
+  odd.features = {6, 12, 24};  // any first width, as long as they double
+  CHECK_NOTHROW(odd.validate());
 }
 
 TEST_CASE("checkpoints rebuild the model, and bad ones are clear errors") {

@@ -321,6 +321,9 @@ void TrainConfig::validate() const {
   if (features.empty() || features.size() > 6) bad("--features: expected 1 to 6 widths, got " + join(features));
   for (int64_t f : features)
     if (f <= 0) bad("--features: widths must be positive, got " + join(features));
+  for (size_t i = 1; i < features.size(); ++i)
+    if (features[i] != 2 * features[i - 1])
+      bad("--features: each width must double the one before (as 64,128,256,512), got " + join(features));
   const int64_t multiple = int64_t{1} << features.size();
   if (height <= 0 || width <= 0 || height % multiple || width % multiple)
     bad("--image-size " + std::to_string(height) + "x" + std::to_string(width) + ": height and width must be positive multiples of " +
