@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "autograd/grad_mode.h"
+#include "tensor/activation.h"
 #include "tensor/tensor.h"
 
 namespace tl {
@@ -35,6 +36,7 @@ Tensor relu(const Tensor& x);
 Tensor gelu(const Tensor& x);    // exact erf form
 Tensor silu(const Tensor& x);
 Tensor pysilu(const Tensor& x);  // x >= 0 ? x : x / (1 + x^2)
+Tensor activation(const Tensor& x, Activation a);  // one of the four above by name; x itself for None
 // Comparisons: not differentiable; 0/1 as uint8, as torch's bool masks.
 Tensor eq(const Tensor& a, const Tensor& b);
 Tensor gt(const Tensor& a, const Tensor& b);
@@ -98,6 +100,10 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, Size2 stride = 0);
 // with momentum and the unbiased variance. Eval: running statistics.
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                   const Tensor& running_var, bool training, double momentum = 0.1, double eps = 1e-5);
+// act(batch_norm(x, ...)) in one pass: the values of activation(batch_norm(...)), forward and backward
+// (float32 on the CPU: bit for bit). Saves less for backward: the pre-activation is recomputed.
+Tensor batch_norm_activation(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                             const Tensor& running_var, bool training, double momentum, double eps, Activation act);
 
 // ---- losses (ops_loss.cpp); all return a 0-d mean
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target);

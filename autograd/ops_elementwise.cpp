@@ -1,5 +1,6 @@
 // Elementwise ops: forward by a kernel, backward right below it, written with ops.
 #include <limits>
+#include <stdexcept>
 
 #include "autograd/node.h"
 #include "autograd/ops.h"
@@ -48,6 +49,16 @@ Tensor relu(const Tensor& x) { return unary_op(Unary::Relu, x); }
 Tensor gelu(const Tensor& x) { return unary_op(Unary::Gelu, x); }
 Tensor silu(const Tensor& x) { return unary_op(Unary::Silu, x); }
 Tensor pysilu(const Tensor& x) { return unary_op(Unary::PySilu, x); }
+Tensor activation(const Tensor& x, Activation a) {
+  switch (a) {
+    case Activation::None: return x;
+    case Activation::Relu: return relu(x);
+    case Activation::Gelu: return gelu(x);
+    case Activation::Silu: return silu(x);
+    case Activation::PySilu: return pysilu(x);
+  }
+  throw std::logic_error("activation: bad value");
+}
 
 // ---- binary, broadcasting. Each input's gradient is summed back to that input's shape.
 

@@ -25,11 +25,18 @@ void check_channel_arg(const Tensor& x, const Tensor& t, const char* name) {
                                      ", input is " + dtype_name(x.dtype()) + " " + shape_str(x.shape()));
 }
 
+// The graph node's name: the op, and the activation when one is fused.
+const char* node_name(Activation act) {
+  static const char* names[] = {"batch_norm", "batch_norm_relu", "batch_norm_gelu", "batch_norm_silu",
+                                "batch_norm_pysilu"};
+  return names[static_cast<int>(act)];
+}
+
 }  // namespace
 
 // x (N, C, ...), weight/bias/running_mean/running_var (C) or undefined -> (N, C, ...)
-Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
-                  const Tensor& running_var, bool training, double momentum, double eps) {
+Tensor batch_norm_activation(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                             const Tensor& running_var, bool training, double momentum, double eps, Activation act) {
   if (!is_floating(x.dtype()))
     throw_op_error("batch_norm", std::string("expected a floating input, got ") + dtype_name(x.dtype()) + " " +
                                      shape_str(x.shape()));
@@ -54,23 +61,26 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
     if (r->defined() && r->requires_grad())
       throw_op_error("batch_norm", "running statistics must not require grad");
 
-  kernels::BatchNormOutput r = kernels::batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps);
-  // Saved for backward: the input, the weight, and the (C) statistics the forward used (never y).
-  return record("batch_norm", r.y, {x, weight, bias},
-                [x = x.detach(), w = weight.defined() ? weight.detach() : Tensor(), mean = r.mean,
-                 invstd = r.invstd, training](const Tensor& g, const std::vector<bool>& needs) {
-                  kernels::BatchNormGrads gr = kernels::batch_norm_backward(g, x, w, mean, invstd, training);
-                  Tensor dbias = gr.dbias;
-                  if (needs[2] && !dbias.defined()) {
-                    // Bias without weight: the kernel skips the per-channel sums, so sum g over all
-                    // dims but 1 here.
-                    std::vector<int64_t> dims{0};
-                    for (int64_t d = 2; d < g.dim(); ++d) dims.push_back(d);
-                    dbias = sum(g, dims);
-                  }
+  kernels::BatchNormOutput r =
+      kernels::batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, act);
+  // Saved for backward: the input, weight and bias, and the (C) statistics the forward used; never y
+  // nor the pre-activation, which the backward recomputes.
+  // Saved for backward: the input, weight and bias (detached: no copies), and the (C) statistics the
+  // forward used; never y nor the pre-activation, which the backward recomputes.
+  auto saved = [](const Tensor& t) { return t.defined() ? t.detach() : Tensor(); };
+  return record(node_name(act), r.y, {x, weight, bias},
+                [x = x.detach(), w = saved(weight), b = saved(bias), mean = r.mean, invstd = r.invstd, training,
+                 act](const Tensor& g, const std::vector<bool>& needs) {
+                  kernels::BatchNormGrads gr = kernels::batch_norm_backward(g, x, w, b, mean, invstd, training, act);
                   return Grads{needs[0] ? gr.dx : Tensor(), needs[1] ? gr.dweight : Tensor(),
-                               needs[2] ? dbias : Tensor()};
+                               needs[2] ? gr.dbias : Tensor()};
                 });
+}
+
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                  const Tensor& running_var, bool training, double momentum, double eps) {
+  return batch_norm_activation(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                               Activation::None);
 }
 
 }  // namespace tl

@@ -2,7 +2,8 @@
 // on the CPU; --profile breaks a train step down by layer kind. See bench/README.md.
 //
 //   bench_unet [--config B:HxW:ACT ...] [--threads N] [--iters 5] [--warmup 2] [--mode both|forward|train]
-//              [--json] [--profile] [--gemm]
+//              [--json] [--profile] [--gemm] [--no-fuse]
+//   --no-fuse runs batch norm and its activation as two ops (nn::set_fusion(false)), to measure fusion.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -135,9 +136,10 @@ int main(int argc, char** argv) {
       else if (a == "--json") json = true;
       else if (a == "--profile") prof = true;
       else if (a == "--gemm") gemm = true;
+      else if (a == "--no-fuse") nn::set_fusion(false);
       else if (a == "--help" || a == "-h") {
         std::printf("usage: bench_unet [--config B:HxW:ACT ...] [--threads N] [--iters 5] [--warmup 2]\n"
-                    "                  [--mode both|forward|train] [--json] [--profile] [--gemm]\n"
+                    "                  [--mode both|forward|train] [--json] [--profile] [--gemm] [--no-fuse]\n"
                     "Default configs: 4:160x240:relu 4:160x240:pysilu 1:320x480:relu 1:320x480:pysilu\n");
         return 0;
       } else throw std::invalid_argument("unknown flag " + a);

@@ -4,7 +4,7 @@
 // bench/torch_unet_gpu.py. See bench/README.md.
 //
 //   bench_unet_gpu [--config B:HxW:ACT ...] [--device cuda:0] [--iters 20] [--warmup 5]
-//                  [--mode both|forward|train] [--tf32] [--json] [--profile] [--gemm]
+//                  [--mode both|forward|train] [--tf32] [--json] [--profile] [--gemm] [--no-fuse]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -265,6 +265,7 @@ Options parse_flags(int argc, char** argv) {
     else if (a == "--json") o.json = true;
     else if (a == "--profile") o.profile = true;
     else if (a == "--gemm") o.gemm = true;
+    else if (a == "--no-fuse") nn::set_fusion(false);
     else throw std::invalid_argument("unknown flag " + a);
   }
   if (!o.device.is_cuda()) throw std::invalid_argument("--device must be cuda or cuda:N, got " + o.device.str());
@@ -280,7 +281,7 @@ Options parse_flags(int argc, char** argv) {
 void print_help() {
   std::printf(
       "usage: bench_unet_gpu [--config B:HxW:ACT ...] [--device cuda:0] [--iters 20] [--warmup 5]\n"
-      "                      [--mode both|forward|train] [--tf32] [--json] [--profile] [--gemm]\n"
+      "                      [--mode both|forward|train] [--tf32] [--json] [--profile] [--gemm] [--no-fuse]\n"
       "Times the default-width UNet's forward (eval, no grad) and train step (forward, BCE-with-logits,\n"
       "backward, Adam) on a GPU: each step between two CUDA events, median and min of --iters steps after\n"
       "--warmup untimed ones, and the allocator's peak allocated memory.\n"
@@ -289,6 +290,7 @@ void print_help() {
       "  --profile  instead of timing: one forward and one train step by layer kind, run with\n"
       "             CUDA_LAUNCH_BLOCKING=1 so each op's host time covers its kernels\n"
       "  --gemm     also time a %lld^3 float32 matmul first (the cuBLAS ceiling)\n"
+      "  --no-fuse  batch norm and its activation as two ops (to measure the fusion)\n"
       "Default configs: 16:160x240 and 4:320x480, each with relu, gelu, silu, pysilu.\n"
       "Exit status: 0, 1 when a config failed, 2 for bad flags, %d without a usable CUDA device.\n",
       static_cast<long long>(kGemmN), kExitNoDevice);

@@ -5,12 +5,14 @@
 // each writing double partials that one thread per channel then adds in order, so the statistics
 // are deterministic. The variance is taken in one pass as E[(x - k)^2] - E[x - k]^2 in double with
 // k = the channel's first value: the shift keeps the cancellation that the CPU kernel's two passes
-// avoid out of reach of float inputs. An elementwise kernel then applies the per-channel affine map.
+// avoid out of reach of float inputs. An elementwise kernel then applies the per-channel affine map
+// and the fused activation; the backward recomputes the pre-activation where it needs it.
 #include <algorithm>
 #include <cmath>
 
 #include "cuda/launch.cuh"
 #include "cuda/ops.h"
+#include "tensor/op_functors.h"
 
 namespace tl::cuda {
 
@@ -60,24 +62,18 @@ __global__ void stats_partial_kernel(const T* x, double* partial, NCS d, int64_t
   }
 }
 
-// Writes channel c's statistics: mean and invstd in T (the op's outputs) and in double (for the
-// apply kernel).
-template <typename T>
-__device__ void write_stats(int64_t c, double mu, double var, double eps, T* mean_out, T* invstd_out, double* mean_d,
-                            double* invstd_d) {
-  const double invstd = 1.0 / sqrt(var + eps);
-  mean_out[c] = static_cast<T>(mu);
-  invstd_out[c] = static_cast<T>(invstd);
-  mean_d[c] = mu;
-  invstd_d[c] = invstd;
+// Writes channel c's statistics, in double (the op's outputs).
+__device__ inline void write_stats(int64_t c, double mu, double var, double eps, double* mean, double* invstd) {
+  mean[c] = mu;
+  invstd[c] = 1.0 / sqrt(var + eps);
 }
 
-// One thread per channel: the batch mean and biased variance, invstd, the running statistics'
-// update (unbiased variance, as PyTorch), and the affine map y = x * scale + shift as two doubles.
+// One thread per channel: the batch mean and biased variance, invstd, and the running statistics'
+// update (unbiased variance, as PyTorch).
 template <typename T>
 __global__ void stats_finish_kernel(const T* x, const double* partial, NCS d, int64_t splits, double eps,
                                     T* running_mean, int64_t rm_stride, T* running_var, int64_t rv_stride,
-                                    double momentum, T* mean_out, T* invstd_out, double* mean_d, double* invstd_d) {
+                                    double momentum, double* mean, double* invstd) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= d.c) return;
   double s1 = 0, s2 = 0;
@@ -99,48 +95,55 @@ __global__ void stats_finish_kernel(const T* x, const double* partial, NCS d, in
     T& r = running_var[c * rv_stride];
     r = static_cast<T>((1.0 - momentum) * static_cast<double>(r) + momentum * unbiased);
   }
-  write_stats(c, mu, var, eps, mean_out, invstd_out, mean_d, invstd_d);
+  write_stats(c, mu, var, eps, mean, invstd);
 }
 
 // Eval: the statistics are the running ones (or 0 and 1 when there are none).
 template <typename T>
 __global__ void eval_stats_kernel(int64_t C, double eps, const T* running_mean, int64_t rm_stride,
-                                  const T* running_var, int64_t rv_stride, T* mean_out, T* invstd_out, double* mean_d,
-                                  double* invstd_d) {
+                                  const T* running_var, int64_t rv_stride, double* mean, double* invstd) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const double mu = static_cast<double>(at(running_mean, rm_stride, c, T(0)));
   const double var = static_cast<double>(at(running_var, rv_stride, c, T(1)));
-  write_stats(c, mu, var, eps, mean_out, invstd_out, mean_d, invstd_d);
+  write_stats(c, mu, var, eps, mean, invstd);
 }
 
-// y = (x - mean) * (invstd * w) + b, in double like the CPU kernel.
+// Channel c's map z = (x - mean) * (invstd * w) + b, as the CPU kernel builds it.
 template <typename T>
-__global__ void bn_apply_kernel(const T* x, T* y, NCS d, const double* mean_d, const double* invstd_d, const T* w,
-                                int64_t w_stride, const T* b, int64_t b_stride, int64_t total) {
+__device__ kernels::NormAffine affine_of(const double* mean, const double* invstd, const T* w, int64_t w_stride,
+                                         const T* b, int64_t b_stride, int64_t c) {
+  return {mean[c], invstd[c], static_cast<double>(at(w, w_stride, c, T(1))),
+          static_cast<double>(at(b, b_stride, c, T(0)))};
+}
+
+// y = act(z(x)).
+template <typename T, class F>
+__global__ void bn_apply_kernel(const T* x, T* y, NCS d, const double* mean, const double* invstd, const T* w,
+                                int64_t w_stride, const T* b, int64_t b_stride, F f, int64_t total) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const int64_t c = (i / d.s) % d.c;
-  const double scale = invstd_d[c] * static_cast<double>(at(w, w_stride, c, T(1)));
-  const double shift = static_cast<double>(at(b, b_stride, c, T(0)));
-  y[i] = static_cast<T>((static_cast<double>(x[i]) - mean_d[c]) * scale + shift);
+  y[i] = f(affine_of(mean, invstd, w, w_stride, b, b_stride, c)(x[i]));
 }
 
-// partial[(c * splits + split) * 2 + {0, 1}] = sums of g and g * (x - mean) over the block's slice.
-template <typename T>
-__global__ void grad_partial_kernel(const T* g, const T* x, const T* mean, int64_t mean_stride, double* partial, NCS d,
+// partial[(c * splits + split) * 2 + {0, 1}] = sums of gz and gz * (x - mean) over the block's slice,
+// gz the gradient at the pre-activation (the incoming g when there is no activation).
+template <typename T, class F>
+__global__ void grad_partial_kernel(const T* g, const T* x, const double* mean, const double* invstd, const T* w,
+                                    int64_t w_stride, const T* b, int64_t b_stride, F f, double* partial, NCS d,
                                     int64_t splits) {
   __shared__ double shared[32];
   const int64_t c = blockIdx.x / splits, split = blockIdx.x % splits;
   const int64_t m = d.per_channel(), per = (m + splits - 1) / splits;
   const int64_t begin = split * per, end = begin + per < m ? begin + per : m;
-  const double mu = static_cast<double>(mean[c * mean_stride]);
+  const kernels::NormAffine z = affine_of(mean, invstd, w, w_stride, b, b_stride, c);
   double sg = 0, sgx = 0;
   for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
     const int64_t i = channel_index(d, c, j);
-    const double gv = static_cast<double>(g[i]);
+    const double gv = static_cast<double>(kernels::pre_activation_grad(f, z, x[i], g[i]));
     sg += gv;
-    sgx += gv * (static_cast<double>(x[i]) - mu);
+    sgx += gv * (static_cast<double>(x[i]) - z.mean);
   }
   auto add = [](double a, double b) { return a + b; };
   sg = block_reduce(sg, shared, add);
@@ -151,12 +154,11 @@ __global__ void grad_partial_kernel(const T* g, const T* x, const T* mean, int64
   }
 }
 
-// One thread per channel: dweight, dbias, and dx = a g + b (x - mean) + k's coefficients
+// One thread per channel: dweight, dbias, and dx = a gz + b (x - mean) + k's coefficients
 // (tensor/cpu/norm.cpp derives them).
 template <typename T>
 __global__ void grad_finish_kernel(const double* partial, NCS d, int64_t splits, const T* w, int64_t w_stride,
-                                   const T* invstd, int64_t invstd_stride, bool training, T* dweight, T* dbias,
-                                   double* coef) {
+                                   const double* invstd, bool training, T* dweight, T* dbias, double* coef) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= d.c) return;
   double sum_g = 0, sum_gx = 0;
@@ -164,12 +166,10 @@ __global__ void grad_finish_kernel(const double* partial, NCS d, int64_t splits,
     sum_g += partial[(c * splits + k) * 2];
     sum_gx += partial[(c * splits + k) * 2 + 1];
   }
-  const double is = static_cast<double>(invstd[c * invstd_stride]);
+  const double is = invstd[c];
   const double sum_gxhat = sum_gx * is;
-  if (dweight) {
-    dweight[c] = static_cast<T>(sum_gxhat);
-    dbias[c] = static_cast<T>(sum_g);
-  }
+  if (dweight) dweight[c] = static_cast<T>(sum_gxhat);
+  if (dbias) dbias[c] = static_cast<T>(sum_g);
   const int64_t m = d.per_channel();
   const double a = static_cast<double>(at(w, w_stride, c, T(1))) * is;
   double b = 0, k = 0;
@@ -183,15 +183,16 @@ __global__ void grad_finish_kernel(const double* partial, NCS d, int64_t splits,
   coef[c * 3 + 2] = k;
 }
 
-template <typename T>
-__global__ void grad_apply_kernel(const T* g, const T* x, const T* mean, int64_t mean_stride, const double* coef,
-                                  T* dx, NCS d, int64_t total) {
+template <typename T, class F>
+__global__ void grad_apply_kernel(const T* g, const T* x, const double* mean, const double* invstd, const T* w,
+                                  int64_t w_stride, const T* b, int64_t b_stride, F f, const double* coef, T* dx,
+                                  NCS d, int64_t total) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const int64_t c = (i / d.s) % d.c;
-  const double mu = static_cast<double>(mean[c * mean_stride]);
-  dx[i] = static_cast<T>(coef[c * 3] * static_cast<double>(g[i]) + coef[c * 3 + 1] * (static_cast<double>(x[i]) - mu) +
-                         coef[c * 3 + 2]);
+  const kernels::NormAffine z = affine_of(mean, invstd, w, w_stride, b, b_stride, c);
+  const double gv = static_cast<double>(kernels::pre_activation_grad(f, z, x[i], g[i]));
+  dx[i] = static_cast<T>(coef[c * 3] * gv + coef[c * 3 + 1] * (static_cast<double>(x[i]) - z.mean) + coef[c * 3 + 2]);
 }
 
 template <typename T>
@@ -207,17 +208,16 @@ Tensor doubles(int64_t n, const Tensor& like) { return empty({n}, TensorOptions(
 
 kernels::BatchNormOutput batch_norm(const Tensor& x_in, const Tensor& weight, const Tensor& bias,
                                     const Tensor& running_mean, const Tensor& running_var, bool training,
-                                    double momentum, double eps) {
+                                    double momentum, double eps, Activation act) {
   const Tensor x = contiguous_copy(x_in);
   const NCS d(x.shape());
-  kernels::BatchNormOutput out{empty(x.shape(), x.options()), empty({d.c}, x.options()), empty({d.c}, x.options())};
+  kernels::BatchNormOutput out{empty(x.shape(), x.options()), doubles(d.c, x), doubles(d.c, x)};
   if (d.c == 0) return out;
   const int device = x.device().index;
   cudaStream_t s = stream(device);
-  Tensor stats = doubles(2 * d.c, x);  // mean and invstd in double, for the apply kernel
+  double* mean = out.mean.data_ptr<double>();
+  double* invstd = out.invstd.data_ptr<double>();
   dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() {
-    double* mean_d = stats.data_ptr<double>();
-    double* invstd_d = mean_d + d.c;
     T* rm = running_mean.defined() ? running_mean.data_ptr<T>() : nullptr;
     T* rv = running_var.defined() ? running_var.data_ptr<T>() : nullptr;
     DeviceGuard guard(device);
@@ -227,36 +227,39 @@ kernels::BatchNormOutput batch_norm(const Tensor& x_in, const Tensor& weight, co
       stats_partial_kernel<T><<<blocks_for(d.c * splits, 1), kThreads, 0, s>>>(x.data_ptr<T>(), partial.data_ptr<double>(),
                                                                                d, splits);
       check_launch();
-      stats_finish_kernel<T><<<blocks_for(d.c), kThreads, 0, s>>>(
-          x.data_ptr<T>(), partial.data_ptr<double>(), d, splits, eps, rm, stride0(running_mean), rv,
-          stride0(running_var), momentum, out.mean.data_ptr<T>(), out.invstd.data_ptr<T>(), mean_d, invstd_d);
+      stats_finish_kernel<T><<<blocks_for(d.c), kThreads, 0, s>>>(x.data_ptr<T>(), partial.data_ptr<double>(), d,
+                                                                  splits, eps, rm, stride0(running_mean), rv,
+                                                                  stride0(running_var), momentum, mean, invstd);
     } else {
       eval_stats_kernel<T><<<blocks_for(d.c), kThreads, 0, s>>>(d.c, eps, rm, stride0(running_mean), rv,
-                                                                stride0(running_var), out.mean.data_ptr<T>(),
-                                                                out.invstd.data_ptr<T>(), mean_d, invstd_d);
+                                                                stride0(running_var), mean, invstd);
     }
     check_launch();
     const int64_t total = x.numel();
     if (total == 0) return;
-    bn_apply_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(x.data_ptr<T>(), out.y.data_ptr<T>(), d, mean_d, invstd_d,
-                                                              ptr<T>(weight), stride0(weight), ptr<T>(bias),
-                                                              stride0(bias), total);
-    check_launch();
+    kernels::with_activation(act, [&](auto f) {
+      bn_apply_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(x.data_ptr<T>(), out.y.data_ptr<T>(), d, mean, invstd,
+                                                                ptr<T>(weight), stride0(weight), ptr<T>(bias),
+                                                                stride0(bias), f, total);
+      check_launch();
+    });
   });
   return out;
 }
 
 kernels::BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor& x_in, const Tensor& weight,
-                                            const Tensor& mean, const Tensor& invstd, bool training) {
+                                            const Tensor& bias, const Tensor& mean, const Tensor& invstd,
+                                            bool training, Activation act) {
   const Tensor x = contiguous_copy(x_in);
   const Tensor g = contiguous_copy(grad_in);
+  // The statistics are the forward's own (C) float64 outputs: contiguous.
+  const double* mean_p = mean.data_ptr<double>();
+  const double* invstd_p = invstd.data_ptr<double>();
   const NCS d(x.shape());
   kernels::BatchNormGrads out;
   out.dx = empty(x.shape(), x.options());
-  if (weight.defined()) {
-    out.dweight = empty({d.c}, x.options());
-    out.dbias = empty({d.c}, x.options());
-  }
+  if (weight.defined()) out.dweight = empty({d.c}, x.options());
+  if (bias.defined()) out.dbias = empty({d.c}, x.options());
   if (d.c == 0) return out;
   const int device = x.device().index;
   cudaStream_t s = stream(device);
@@ -264,21 +267,25 @@ kernels::BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor&
   Tensor partial = doubles(2 * d.c * splits, x);
   Tensor coef = doubles(3 * d.c, x);
   dispatch_floating(x.dtype(), "batch_norm_backward", [&]<typename T>() {
-    DeviceGuard guard(device);
-    grad_partial_kernel<T><<<blocks_for(d.c * splits, 1), kThreads, 0, s>>>(
-        g.data_ptr<T>(), x.data_ptr<T>(), mean.data_ptr<T>(), mean.stride(0), partial.data_ptr<double>(), d, splits);
-    check_launch();
-    grad_finish_kernel<T><<<blocks_for(d.c), kThreads, 0, s>>>(
-        partial.data_ptr<double>(), d, splits, ptr<T>(weight), stride0(weight), invstd.data_ptr<T>(), invstd.stride(0),
-        training, weight.defined() ? out.dweight.data_ptr<T>() : nullptr,
-        weight.defined() ? out.dbias.data_ptr<T>() : nullptr, coef.data_ptr<double>());
-    check_launch();
-    const int64_t total = x.numel();
-    if (total == 0) return;
-    grad_apply_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(g.data_ptr<T>(), x.data_ptr<T>(), mean.data_ptr<T>(),
-                                                                mean.stride(0), coef.data_ptr<double>(),
-                                                                out.dx.data_ptr<T>(), d, total);
-    check_launch();
+    kernels::with_activation(act, [&](auto f) {
+      DeviceGuard guard(device);
+      grad_partial_kernel<T><<<blocks_for(d.c * splits, 1), kThreads, 0, s>>>(
+          g.data_ptr<T>(), x.data_ptr<T>(), mean_p, invstd_p, ptr<T>(weight), stride0(weight), ptr<T>(bias),
+          stride0(bias), f, partial.data_ptr<double>(), d, splits);
+      check_launch();
+      grad_finish_kernel<T><<<blocks_for(d.c), kThreads, 0, s>>>(
+          partial.data_ptr<double>(), d, splits, ptr<T>(weight), stride0(weight), invstd_p, training,
+          weight.defined() ? out.dweight.data_ptr<T>() : nullptr, bias.defined() ? out.dbias.data_ptr<T>() : nullptr,
+          coef.data_ptr<double>());
+      check_launch();
+      const int64_t total = x.numel();
+      if (total == 0) return;
+      grad_apply_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(g.data_ptr<T>(), x.data_ptr<T>(), mean_p, invstd_p,
+                                                                  ptr<T>(weight), stride0(weight), ptr<T>(bias),
+                                                                  stride0(bias), f, coef.data_ptr<double>(),
+                                                                  out.dx.data_ptr<T>(), d, total);
+      check_launch();
+    });
   });
   return out;
 }

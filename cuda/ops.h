@@ -39,9 +39,10 @@ Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shap
 
 kernels::BatchNormOutput batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                     const Tensor& running_mean, const Tensor& running_var, bool training,
-                                    double momentum, double eps);
+                                    double momentum, double eps, Activation act);
 kernels::BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
-                                            const Tensor& mean, const Tensor& invstd, bool training);
+                                            const Tensor& bias, const Tensor& mean, const Tensor& invstd,
+                                            bool training, Activation act);
 
 // Synchronizes once: the targets are checked on the host, with the CPU kernel's error message.
 Tensor nll_loss(const Tensor& logp, const Tensor& target);

@@ -1,5 +1,6 @@
 #include "nn/layers.h"
 
+#include <atomic>
 #include <cmath>
 #include <stdexcept>
 
@@ -61,13 +62,15 @@ BatchNorm2d::BatchNorm2d(int64_t c, double eps_, double momentum_) : eps(eps_), 
   num_batches_tracked = register_buffer("num_batches_tracked", zeros({}, kInt64));
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) {
+Tensor BatchNorm2d::forward(const Tensor& x) { return forward_activation(x, Activation::None); }
+
+Tensor BatchNorm2d::forward_activation(const Tensor& x, Activation act) {
   if (x.dim() != 4) throw std::invalid_argument("BatchNorm2d: expected a 4-D input (N, C, H, W), got " + shape_str(x.shape()));
   if (is_training()) {
     NoGradGuard no_grad;
     num_batches_tracked.fill_(static_cast<double>(++batches_tracked_));
   }
-  return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
+  return batch_norm_activation(x, weight, bias, running_mean, running_var, is_training(), momentum, eps, act);
 }
 
 void BatchNorm2d::on_state_loaded() { batches_tracked_ = num_batches_tracked.item<int64_t>(); }
@@ -91,9 +94,28 @@ Sequential::Sequential(const std::vector<std::shared_ptr<Module>>& modules) {
 
 void Sequential::push_back(std::shared_ptr<Module> m) { register_module(std::to_string(size()), std::move(m)); }
 
+namespace {
+std::atomic<bool> g_fusion{true};
+}  // namespace
+
+void set_fusion(bool on) { g_fusion = on; }
+bool fusion_enabled() { return g_fusion; }
+
 Tensor Sequential::forward(const Tensor& x) {
+  const auto& modules = children();
+  const bool fuse = fusion_enabled();
   Tensor y = x;
-  for (const auto& [name, m] : children()) y = m->forward(y);
+  for (size_t i = 0; i < modules.size(); ++i) {
+    Module* m = modules[i].second.get();
+    auto* bn = fuse ? dynamic_cast<BatchNorm2d*>(m) : nullptr;
+    auto* act = bn && i + 1 < modules.size() ? dynamic_cast<ActivationLayer*>(modules[i + 1].second.get()) : nullptr;
+    if (act) {
+      y = bn->forward_activation(y, act->kind());
+      ++i;  // the activation ran inside the batch norm
+    } else {
+      y = m->forward(y);
+    }
+  }
   return y;
 }
 

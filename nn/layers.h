@@ -33,6 +33,8 @@ class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int64_t num_features, double eps = 1e-5, double momentum = 0.1);
   Tensor forward(const Tensor& x) override;  // (N, C, H, W); counts num_batches_tracked in training
+  // act(forward(x)) in one pass (batch_norm_activation).
+  Tensor forward_activation(const Tensor& x, Activation act);
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   double eps, momentum;
 
@@ -56,21 +58,32 @@ class MaxPool2d : public Module {
   Size2 kernel_, stride_;
 };
 
-class ReLU : public Module {
+// An activation as a layer. A Sequential runs a BatchNorm2d followed by one of these as one fused op
+// (batch_norm_activation), unless fusion is switched off (set_fusion).
+class ActivationLayer : public Module {
  public:
-  Tensor forward(const Tensor& x) override { return relu(x); }
+  explicit ActivationLayer(Activation kind) : kind_(kind) {}
+  Tensor forward(const Tensor& x) override { return activation(x, kind_); }
+  Activation kind() const { return kind_; }
+
+ private:
+  Activation kind_;
 };
-class GELU : public Module {
+class ReLU : public ActivationLayer {
  public:
-  Tensor forward(const Tensor& x) override { return gelu(x); }
+  ReLU() : ActivationLayer(Activation::Relu) {}
 };
-class SiLU : public Module {
+class GELU : public ActivationLayer {
  public:
-  Tensor forward(const Tensor& x) override { return silu(x); }
+  GELU() : ActivationLayer(Activation::Gelu) {}
 };
-class PySiLU : public Module {
+class SiLU : public ActivationLayer {
  public:
-  Tensor forward(const Tensor& x) override { return pysilu(x); }
+  SiLU() : ActivationLayer(Activation::Silu) {}
+};
+class PySiLU : public ActivationLayer {
+ public:
+  PySiLU() : ActivationLayer(Activation::PySilu) {}
 };
 class Identity : public Module {
  public:
@@ -81,7 +94,13 @@ class Identity : public Module {
 std::shared_ptr<Module> make_activation(const std::string& name);
 const std::vector<std::string>& activation_names();
 
-// Children named "0", "1", ...; forward runs them in order.
+// Whether Sequential fuses a BatchNorm2d and the activation layer after it (default on). The fused
+// op gives the same values; switching it off is for measuring what it saves.
+void set_fusion(bool on);
+bool fusion_enabled();
+
+// Children named "0", "1", ...; forward runs them in order, a BatchNorm2d and the activation layer
+// right after it as one op (see set_fusion).
 class Sequential : public Module {
  public:
   Sequential() = default;

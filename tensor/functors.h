@@ -96,6 +96,12 @@ struct PySilu {
   }
 };
 
+// The identity, for kernels that take an optional activation (batch norm's fused one).
+struct Identity {
+  template <class T> TL_HD T operator()(T x) const { return x; }
+  template <class T> TL_HD T grad(T, T g) const { return g; }
+};
+
 // ---- binary
 struct Add { template <class T> TL_HD T operator()(T a, T b) const { return a + b; } };
 struct Sub { template <class T> TL_HD T operator()(T a, T b) const { return a - b; } };

@@ -141,13 +141,18 @@ Tensor unary_backward(Unary op, const Tensor& x, const Tensor& grad, UnaryParams
   profile::Scope scope(profile::Kind::Activation);
   TL_DISPATCH(unary_name(op), unary_backward(op, x, grad, p), &x, &grad);
 }
-Tensor binary(Binary op, const Tensor& a, const Tensor& b) {
+Tensor binary(Binary op, const Tensor& a, const Tensor& b, const Tensor& out) {
   profile::Scope scope(profile::Kind::Elementwise);
   if (a.dtype() != b.dtype())
     throw_op_error(binary_name(op), std::string("dtype mismatch: ") + dtype_name(a.dtype()) + " " +
                                         shape_str(a.shape()) + " and " + dtype_name(b.dtype()) + " " +
                                         shape_str(b.shape()));
-  TL_DISPATCH(binary_name(op), binary(op, a, b), &a, &b);
+  if (out.defined() &&
+      (out.dtype() != a.dtype() || out.shape() != broadcast_shapes(a.shape(), b.shape(), binary_name(op))))
+    throw_op_error(binary_name(op), "output " + std::string(dtype_name(out.dtype())) + " " + shape_str(out.shape()) +
+                                        " does not match the inputs " + dtype_name(a.dtype()) + " " +
+                                        shape_str(a.shape()) + " and " + shape_str(b.shape()));
+  TL_DISPATCH(binary_name(op), binary(op, a, b, out), &a, &b, &out);
 }
 Tensor reduce(Reduce op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   profile::Scope scope(profile::Kind::Reduction);
@@ -227,3 +232,12 @@ Tensor nll_loss_backward(const Tensor& grad, const Tensor& logp, const Tensor& t
 #undef TL_DISPATCH
 
 }  // namespace tl::kernels
+
+namespace tl {
+
+const char* activation_name(Activation a) {
+  static const char* names[] = {"none", "relu", "gelu", "silu", "pysilu"};
+  return names[static_cast<int>(a)];
+}
+
+}  // namespace tl

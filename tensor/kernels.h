@@ -6,9 +6,11 @@
 //
 // Results are new contiguous tensors unless a function says otherwise.
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "tensor/activation.h"
 #include "tensor/functors.h"  // TL_HD
 #include "tensor/tensor.h"
 
@@ -79,21 +81,48 @@ struct NCS {
       : n(shape[0]), c(shape[1]), s(numel_of(shape) / (shape[0] * shape[1] > 0 ? shape[0] * shape[1] : 1)) {}
   TL_HD int64_t per_channel() const { return n * s; }
 };
+// Batch norm's per-channel map z = (x - mean) * (invstd * w) + b, computed in double and rounded to T
+// once. Both backends' forwards and backwards use it, so a backward's recomputed pre-activation
+// equals its forward's bit for bit.
+struct NormAffine {
+  double mean, scale, shift;
+  TL_HD NormAffine(double mean_, double invstd, double w, double b) : mean(mean_), scale(invstd * w), shift(b) {}
+  template <class T>
+  TL_HD T operator()(T x) const {
+    return static_cast<T>((static_cast<double>(x) - mean) * scale + shift);
+  }
+};
+// g * act'(z) at z = affine(x): the gradient at the pre-activation. With no activation it is g.
+template <class F, class T>
+TL_HD T pre_activation_grad(const F& f, const NormAffine& affine, T x, T g) {
+  if constexpr (std::is_same_v<F, fn::Identity>) {
+    (void)f, (void)affine, (void)x;
+    return g;
+  } else {
+    return f.grad(affine(x), g);
+  }
+}
 struct BatchNormOutput {
   Tensor y;
-  Tensor mean;    // (C) the statistics used: batch mean (training) or running mean (eval)
-  Tensor invstd;  // (C) 1 / sqrt(var + eps), var biased (training) or running (eval)
+  // (C) float64, whatever x's dtype: the statistics used, batch (training) or running (eval). The
+  // backward reads these exact values, so a fused activation's recomputed input equals the forward's.
+  Tensor mean;
+  Tensor invstd;  // 1 / sqrt(var + eps), var biased (training) or running (eval)
 };
+// y = act(w * (x - mean) * invstd + b), act applied in the same pass (Activation::None: no act).
 // weight, bias (C) may be undefined (affine off). In training mode running_mean/var (C), when defined,
 // are updated in place: r = (1 - momentum) r + momentum * batch_stat, with the unbiased variance.
 BatchNormOutput batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
-                           const Tensor& running_var, bool training, double momentum, double eps);
+                           const Tensor& running_var, bool training, double momentum, double eps,
+                           Activation act = Activation::None);
 struct BatchNormGrads {
-  Tensor dx, dweight, dbias;  // dweight/dbias undefined when weight is
+  Tensor dx, dweight, dbias;  // dweight (dbias) undefined when weight (bias) is
 };
-// `training` says whether mean/invstd were batch statistics (they then depend on x).
-BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight, const Tensor& mean,
-                                   const Tensor& invstd, bool training);
+// grad is d/dy. With an activation, d/d(pre-activation) is recomputed from x, the statistics, weight
+// and bias. `training` says whether mean/invstd were batch statistics (they then depend on x).
+BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                   const Tensor& mean, const Tensor& invstd, bool training,
+                                   Activation act = Activation::None);
 
 // ---- negative log-likelihood: logp (N, C, ...) float, target (N, ...) int64 class indices.
 // Mean over targets of -logp[n, target, ...]; a 0-d tensor.

@@ -29,6 +29,18 @@ decltype(auto) with_unary(Unary op, UnaryParams p, const Fn& fn) {
 }
 
 template <typename Fn>
+decltype(auto) with_activation(Activation a, const Fn& fn) {
+  switch (a) {
+    case Activation::None: return fn(fn::Identity{});
+    case Activation::Relu: return fn(fn::Relu{});
+    case Activation::Gelu: return fn(fn::Gelu{});
+    case Activation::Silu: return fn(fn::Silu{});
+    case Activation::PySilu: return fn(fn::PySilu{});
+  }
+  throw std::logic_error("activation: bad value");
+}
+
+template <typename Fn>
 decltype(auto) with_binary(Binary op, const Fn& fn) {
   switch (op) {
     case Binary::Add: return fn(fn::Add{});

@@ -337,6 +337,32 @@ TEST_CASE("batch_norm matches the CPU in training and eval, running statistics i
   });
 }
 
+TEST_CASE("batch norm with a fused activation matches the CPU, forward and backward") {
+  auto bn_act = [](Activation act, bool training) {
+    return [=](const Ts& in) {
+      return Ts{batch_norm_activation(in[0], in[1], in[2], in[3], in[4], training, 0.1, 1e-5, act), in[3], in[4]};
+    };
+  };
+  auto args = [](DType dt = kFloat32) {
+    return std::vector<Arg>{normal_t({4, 5, 7, 3}, dt, 1.5), uniform_t({5}, 0.5, 1.5, dt), normal_t({5}, dt),
+                            constant(normal_t({5}, dt, 0.1)), constant(uniform_t({5}, 0.5, 2, dt))};
+  };
+  check_table({
+      {"relu, training", args(), bn_act(Activation::Relu, true)},
+      {"gelu, training", args(), bn_act(Activation::Gelu, true)},
+      {"silu, training", args(), bn_act(Activation::Silu, true)},
+      {"pysilu, training", args(), bn_act(Activation::PySilu, true)},
+      {"relu, eval", args(), bn_act(Activation::Relu, false)},
+      {"gelu, training, float64", args(kFloat64), bn_act(Activation::Gelu, true)},
+      {"silu, training, bias without weight", {normal_t({3, 5, 4, 4}), Tensor(), normal_t({5}), Tensor(), Tensor()},
+       bn_act(Activation::Silu, true)},
+      {"relu of a permuted input", {normal_t({4, 7, 5, 3}), uniform_t({5}, 0.5, 1.5), normal_t({5})}, [](const Ts& in) {
+         return Ts{batch_norm_activation(in[0].permute({0, 2, 1, 3}), in[1], in[2], Tensor(), Tensor(), true, 0.1,
+                                         1e-5, Activation::Relu)};
+       }},
+  });
+}
+
 TEST_CASE("losses match the CPU: BCE with logits, the trainer's dice, log_softmax, nll_loss, cross_entropy") {
   check_table({
       {"bce_with_logits, soft targets (both take gradients)", {normal_t({3, 1, 7, 9}, kFloat32, 2.0), uniform_t({3, 1, 7, 9}, 0, 1)},

@@ -123,6 +123,12 @@ std::vector<Case> cases() {
       {"batch_norm", "eval, running stats", [] {
          Tensor rm = uniform({3}, -1, 1, kFloat64, &gen), rv = uniform({3}, 0.5, 2, kFloat64, &gen);
          return std::pair{GradcheckFn([rm, rv](const In& x) { return batch_norm(x[0], x[1], x[2], rm, rv, false); }), In{leaf({2, 3, 4, 3}), leaf({3}), leaf({3})}}; }},
+      {"batch_norm_activation", "relu, training, affine", [] { return std::pair{GradcheckFn(F(batch_norm_activation(x[0], x[1], x[2], Tensor(), Tensor(), true, 0.1, 1e-5, Activation::Relu))), In{leaf({3, 4, 3, 5}), leaf({4}), leaf({4})}}; }},
+      {"batch_norm_activation", "gelu, training, non-contiguous", [] { return std::pair{GradcheckFn(F(batch_norm_activation(x[0], x[1], x[2], Tensor(), Tensor(), true, 0.1, 1e-5, Activation::Gelu))), In{nc_leaf({4, 3, 2, 3}), leaf({3}), leaf({3})}}; }},
+      {"batch_norm_activation", "silu, training, bias without weight", [] { return std::pair{GradcheckFn(F(batch_norm_activation(x[0], Tensor(), x[1], Tensor(), Tensor(), true, 0.1, 1e-5, Activation::Silu))), In{leaf({5, 3, 4}), leaf({3})}}; }},
+      {"batch_norm_activation", "pysilu, eval, running stats", [] {
+         Tensor rm = uniform({3}, -1, 1, kFloat64, &gen), rv = uniform({3}, 0.5, 2, kFloat64, &gen);
+         return std::pair{GradcheckFn([rm, rv](const In& x) { return batch_norm_activation(x[0], x[1], x[2], rm, rv, false, 0.1, 1e-5, Activation::PySilu); }), In{leaf({2, 3, 4, 3}), leaf({3}), leaf({3})}}; }},
       // ---- losses
       {"binary_cross_entropy_with_logits", "logits and target", [] { return std::pair{GradcheckFn(F(binary_cross_entropy_with_logits(x[0], x[1]))), In{leaf({2, 1, 4, 5}, -6, 6), leaf({2, 1, 4, 5}, 0, 1)}}; }},
       {"binary_cross_entropy_with_logits", "0/1 mask, non-contiguous", [] { Tensor t = mask01({3, 4}); return std::pair{GradcheckFn([t](const In& x) { return binary_cross_entropy_with_logits(x[0], t); }), In{nc_leaf({3, 4}, -4, 4)}}; }},

@@ -7,6 +7,7 @@
 #include "nn/checkpoint.h"
 #include "nn/interop.h"
 #include "nn/layers.h"
+#include "nn/optim.h"
 #include "nn/unet.h"
 #include "tests/test_util.h"
 
@@ -170,6 +171,40 @@ TEST_CASE("the UNet runs any input size, cropping skips, and returns logits") {
   CHECK_THROWS_WITH_AS(net.forward(randn({1, 3, 3, 16})),
                        "UNet: input (1,3,3,16) is smaller than 2^2 on a side, too small for 2 poolings",
                        std::invalid_argument);
+}
+
+TEST_CASE("Sequential fuses BatchNorm2d and its activation: the same training steps as unfused, bit for bit") {
+  for (const std::string& act : activation_names()) {
+    CAPTURE(act);
+    // Two identical models, one run with fusion off; three SGD steps each.
+    auto run = [&](bool fuse) {
+      Generator g(11);
+      UNet net(small_config(act), &g);
+      optim::SGD opt(net.named_parameters(), optim::SGDOptions{.lr = 0.1, .momentum = 0.9});
+      set_fusion(fuse);
+      std::vector<float> losses;
+      for (int step = 0; step < 3; ++step) {
+        Generator data(100 + step);
+        Tensor x = randn({2, 3, 12, 16}, kFloat32, &data);
+        Tensor t = gt(rand({2, 1, 12, 16}, kFloat32, &data), 0.5).to(kFloat32);
+        opt.zero_grad();
+        Tensor loss = binary_cross_entropy_with_logits(net.forward(x), t);
+        loss.backward();
+        opt.step();
+        losses.push_back(loss.item<float>());
+      }
+      set_fusion(true);
+      std::vector<std::vector<float>> state;
+      for (auto& [name, p] : net.named_parameters()) state.push_back(p.to_vector<float>());
+      for (auto& [name, b] : net.named_buffers())
+        if (is_floating(b.dtype())) state.push_back(b.to_vector<float>());
+      return std::pair{losses, state};
+    };
+    const auto fused = run(true), unfused = run(false);
+    CHECK(fused.first == unfused.first);
+    CHECK(fused.second == unfused.second);
+  }
+  CHECK(fusion_enabled());
 }
 
 TEST_CASE("load_state_dict is strict and names every fault") {

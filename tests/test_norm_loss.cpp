@@ -102,7 +102,7 @@ TEST_CASE("batch_norm: a large input split over channels gives the single-thread
   const int threads = get_num_threads();
   auto run = [&] {
     auto out = kernels::batch_norm(x, w, b, Tensor(), Tensor(), true, 0.1, 1e-5);
-    auto grads = kernels::batch_norm_backward(g, x, w, out.mean, out.invstd, true);
+    auto grads = kernels::batch_norm_backward(g, x, w, b, out.mean, out.invstd, true);
     return std::vector<Tensor>{out.y, grads.dx, grads.dweight, grads.dbias};
   };
   const std::vector<Tensor> many = run();
@@ -232,6 +232,48 @@ TEST_CASE("batch_norm backward, eval: dx = g w invstd, against loops") {
   TL_CHECK_CLOSE(x.grad(), vec(gx, shape), kTol64);
   TL_CHECK_CLOSE(w.grad(), vec(gw, {3}), kTol64);
   TL_CHECK_CLOSE(b.grad(), vec(gb, {3}), kTol64);
+}
+
+TEST_CASE("batch_norm_activation equals the activation after batch_norm: float32 bit for bit, forward and backward") {
+  const Activation acts[] = {Activation::Relu, Activation::Gelu, Activation::Silu, Activation::PySilu};
+  for (DType dt : {kFloat32, kFloat64})
+    for (bool training : {true, false})
+      for (int affine = 0; affine < 3; ++affine)  // weight and bias, bias only, neither
+        for (Activation act : acts) {
+          const std::string dtype = dtype_name(dt), act_name = activation_name(act);
+          CAPTURE(dtype);
+          CAPTURE(training);
+          CAPTURE(affine);
+          CAPTURE(act_name);
+          const Shape shape{3, 4, 5, 6};
+          const Tensor x0 = randn(shape, dt) * 2.0 + 0.5, r = randn(shape, dt);
+          const Tensor w0 = uniform({4}, 0.5, 1.5, dt), b0 = randn({4}, dt);
+          // Each side gets its own leaves and running statistics, updated in place by the forward.
+          auto run = [&](bool fused) {
+            Tensor x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_(), b = b0.clone().requires_grad_();
+            Tensor rm = full({4}, 0.2, dt), rv = full({4}, 1.5, dt);
+            const Tensor wa = affine == 0 ? w : Tensor(), ba = affine < 2 ? b : Tensor();
+            Tensor y = fused ? batch_norm_activation(x, wa, ba, rm, rv, training, 0.1, 1e-5, act)
+                             : activation(batch_norm(x, wa, ba, rm, rv, training, 0.1, 1e-5), act);
+            sum(mul(y, r)).backward();
+            return std::vector<Tensor>{y, x.grad(), affine == 0 ? w.grad() : zeros({1}, dt),
+                                       affine < 2 ? b.grad() : zeros({1}, dt), rm, rv};
+          };
+          const std::vector<Tensor> fused = run(true), unfused = run(false);
+          const char* what[] = {"y", "dx", "dweight", "dbias", "running_mean", "running_var"};
+          for (size_t i = 0; i < fused.size(); ++i) {
+            const std::vector<double> a = fused[i].to_vector<double>(), b = unfused[i].to_vector<double>();
+            double worst = 0;
+            for (size_t j = 0; j < a.size(); ++j) worst = std::max(worst, std::abs(a[j] - b[j]));
+            // float32: the same operations in the same order, bit for bit. float64: the compiler may
+            // contract a multiply-add of an activation's derivative into an FMA in one loop and not in
+            // the other, an ulp apart, so there 1e-14 relative to the largest value.
+            double scale = 0;
+            for (double v : b) scale = std::max(scale, std::abs(v));
+            const double tol = dt == kFloat32 ? 0.0 : 1e-14 * scale;
+            CHECK_MESSAGE(worst <= tol, what[i], ": worst difference ", worst, ", tolerance ", tol);
+          }
+        }
 }
 
 TEST_CASE("batch_norm errors name the op and the shapes") {

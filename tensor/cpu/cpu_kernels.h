@@ -33,9 +33,10 @@ Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shap
 
 kernels::BatchNormOutput batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                     const Tensor& running_mean, const Tensor& running_var, bool training,
-                                    double momentum, double eps);
+                                    double momentum, double eps, Activation act);
 kernels::BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
-                                            const Tensor& mean, const Tensor& invstd, bool training);
+                                            const Tensor& bias, const Tensor& mean, const Tensor& invstd,
+                                            bool training, Activation act);
 
 // logp (N, C, S...) read as (N, C, S); a 1-d logp (C) is one sample (N = 1, S = 1).
 struct NllDims {
