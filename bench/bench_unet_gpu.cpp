@@ -317,7 +317,9 @@ int main(int argc, char** argv) {
   try {
     cuda::check_device(o.device.index);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_unet_gpu: %s; this benchmark needs a GPU\n", e.what());
+    const std::string why = cuda::device_count_error();
+    std::fprintf(stderr, "bench_unet_gpu: %s%s; this benchmark needs a GPU\n", e.what(),
+                 why.empty() ? "" : (" (counting devices failed: " + why + ")").c_str());
     return kExitNoDevice;
   }
 

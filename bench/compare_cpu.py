@@ -3,7 +3,7 @@ measures both sides' GEMM ceilings, then runs each config as its own process (so
 config), ours then torch, and prints a Markdown report; --out also writes it to a file.
 
   /usr/bin/python3 bench/compare_cpu.py [--threads 2] [--iters 5] [--warmup 2] [--build-dir build/release]
-      [--configs 4:160x240:relu,4:160x240:pysilu,1:320x480:relu,1:320x480:pysilu] [--out FILE.md]
+      [--configs 4:160x240:relu,4:160x240:pysilu,1:320x480:relu,1:320x480:pysilu] [--out FILE.md] [--fusion]
 
 Timings mean something only on an otherwise idle machine."""
 import argparse
@@ -100,7 +100,8 @@ def gflops(gflop, ms):
 
 
 def report(args, command, runs, gemm, torch_version, load):
-    """The Markdown report. runs: [(config_name, ours, torch, [commands])]; gemm: {"ours": r, "torch": r}."""
+    """The Markdown report. runs: [(config_name, ours, torch, [commands], ours unfused or None)];
+    gemm: {"ours": r, "torch": r}."""
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     ceiling = {side: gemm[side]["gemm_gflops"] for side in ("ours", "torch")}
     out = [
@@ -118,7 +119,7 @@ def report(args, command, runs, gemm, torch_version, load):
         "| ours peak MB | torch peak MB |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, o, t, _ in runs:
+    for name, o, t, *_ in runs:
         of, tf = o["forward_ms_median"], t["forward_ms_median"]
         ot, tt = o["train_step_ms_median"], t["train_step_ms_median"]
         out.append(f"| {name} | {of:.1f} | {tf:.1f} | {of / tf:.2f} | {ot:.1f} | {tt:.1f} | {ot / tt:.2f} "
@@ -139,19 +140,35 @@ def report(args, command, runs, gemm, torch_version, load):
         g = gflops(gflop, ms)
         return f"{g:.1f} ({g / ceiling[side]:.0%})"
 
-    for name, o, t, _ in runs:
+    for name, o, t, *_ in runs:
         fwd, train = o["forward_gflop"], o["train_step_gflop"]
         out.append(f"| {name} | {cell(fwd, o['forward_ms_median'], 'ours')} "
                    f"| {cell(fwd, t['forward_ms_median'], 'torch')} "
                    f"| {cell(train, o['train_step_ms_median'], 'ours')} "
                    f"| {cell(train, t['train_step_ms_median'], 'torch')} |")
 
+    unfused = [(name, o, u) for name, o, _, _, u in runs if u]
+    if unfused:
+        out += [
+            "",
+            "Batch norm fused with its activation (ours as above) against ours with `--no-fuse` (batch norm "
+            "and activation as two ops), run right after it:",
+            "",
+            "| config | fused train ms | unfused train ms | train ratio | fused fwd ms | unfused fwd ms "
+            "| fused peak MB | unfused peak MB |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, o, u in unfused:
+            ot, ut = o["train_step_ms_median"], u["train_step_ms_median"]
+            out.append(f"| {name} | {ot:.1f} | {ut:.1f} | {ot / ut:.2f} | {o['forward_ms_median']:.1f} "
+                       f"| {u['forward_ms_median']:.1f} | {o['peak_rss_mb']:.0f} | {u['peak_rss_mb']:.0f} |")
+
     out += ["", "Work per step: " + "; ".join(
         f"{name} {o['forward_gflop']:.1f} GFLOP forward, {o['train_step_gflop']:.1f} GFLOP train step"
-        for name, o, _, _ in runs) + "."]
+        for name, o, *_ in runs) + "."]
     out += ["", "Processes run, in order:", ""]
     out += [f"- `{c}`" for c in gemm["commands"]]
-    out += [f"- `{c}`" for _, _, _, cmds in runs for c in cmds]
+    out += [f"- `{c}`" for _, _, _, cmds, _ in runs for c in cmds]
     return "\n".join(out) + "\n"
 
 
@@ -163,6 +180,8 @@ def main():
     p.add_argument("--build-dir", default="build/release", help="relative to the repository root")
     p.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated B:HxW:ACT")
     p.add_argument("--out", help="also write the report to this Markdown file")
+    p.add_argument("--fusion", action="store_true",
+                   help="also run ours with --no-fuse after each config, for the batch-norm fusion table")
     # Testing the driver without the binary: a command standing in for bench_unet (no build then).
     p.add_argument("--ours-cmd", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -204,9 +223,15 @@ def main():
         flags = ["--config", name] + threads + ["--iters", str(args.iters), "--warmup", str(args.warmup), "--json"]
         ours = run_json(ours_cmd + flags, f"ours {name}", env)
         check_result(ours, f"ours {name}", config, args.threads, timing + ["forward_gflop", "train_step_gflop"])
+        cmds = [shlex.join(ours_cmd + flags)]
+        unfused = None
+        if args.fusion:
+            unfused = run_json(ours_cmd + flags + ["--no-fuse"], f"ours unfused {name}", env)
+            check_result(unfused, f"ours unfused {name}", config, args.threads, timing)
+            cmds.append(shlex.join(ours_cmd + flags + ["--no-fuse"]))
         torch = run_json(torch_cmd + flags, f"torch {name}", env)
         check_result(torch, f"torch {name}", config, args.threads, timing)
-        runs.append((name, ours, torch, [shlex.join(ours_cmd + flags), shlex.join(torch_cmd + flags)]))
+        runs.append((name, ours, torch, cmds + [shlex.join(torch_cmd + flags)], unfused))
 
     text = report(args, command, runs, gemm, runs[0][2].get("torch_version", "?"), load)
     print(text, end="")

@@ -4,7 +4,7 @@ and in the extra reference variants (channels_last, bf16 autocast), all on the s
 and prints a Markdown report of ours / torch ratios at equal precision; --log-dir keeps every process's
 raw JSON lines and stderr, and the report.
 
-  python3 bench/compare_gpu.py [--build-dir build/release | --ours PATH] [--python /usr/bin/python3]
+  python3 bench/compare_gpu.py [--build-dir build/release | --ours PATH] [--python PYTHON_WITH_TORCH]
       [--device cuda:0] [--iters 20] [--warmup 5] [--configs 16:160x240:relu,...]
       [--torch-variants fp32,tf32,fp32-cl,bf16] [--profile 16:160x240:relu] [--log-dir DIR] [--out FILE.md]
 
@@ -47,6 +47,8 @@ def build(build_dir, jobs):
         configure = ["cmake", "--preset", "release"]
         if (ROOT / build_dir).resolve() != (ROOT / "build/release").resolve():
             configure += ["-B", str(build_dir)]
+        if os.environ.get("TL_DEPS_PREFIX"):  # headers carried in a folder (scripts/pack_deps.sh)
+            configure += [f"-DTL_DEPS_PREFIX={os.environ['TL_DEPS_PREFIX']}"]
         run_build_step(configure)
     run_build_step(["cmake", "--build", str(build_dir), "--target", "bench_unet_gpu", "-j", str(jobs)])
     binary = ROOT / build_dir / "bench_unet_gpu"
@@ -226,7 +228,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build-dir", default="build/release", help="relative to the repository root, or absolute")
     p.add_argument("--ours", help="a built bench_unet_gpu to run as is (no build)")
-    p.add_argument("--python", default="/usr/bin/python3", help="the Python with torch (default: Debian's)")
+    p.add_argument("--python", default=shutil.which("python3") or sys.executable,
+                   help="the Python with torch (default: python3 on PATH)")
     p.add_argument("--device", default="cuda:0")
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
@@ -256,7 +259,7 @@ def main():
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def program(path):  # the processes run in the repository root: a relative path is from here
-        return str(Path(path).resolve()) if os.sep in path else path
+        return os.path.abspath(path) if os.sep in path else path  # never resolve(): a venv's python is a symlink
 
     ours_cmd = [program(args.ours)] if args.ours else [build(Path(args.build_dir), os.cpu_count() or 2)]
     torch_cmd = [program(args.python), "bench/torch_unet_gpu.py"]
@@ -268,6 +271,12 @@ def main():
     results, gemm, errors = {}, {}, []
     failed, torch_missing = False, False
     torch_info = {}
+    profiles = []
+
+    def partial_report():  # after every process: a run killed part way still leaves a report
+        if log_dir:
+            (log_dir / "report.md").write_text(
+                report(args, command, configs, variants, results, gemm, errors, runner, profiles, torch_info))
 
     def collect(side, variant, rc, lines):
         nonlocal failed
@@ -309,8 +318,8 @@ def main():
             log(f"torch is not usable with {args.python}: the report has our numbers only")
             continue
         collect(side, variant, rc, lines)
+        partial_report()
 
-    profiles = []
     if args.profile:
         for variant in PAIRED:
             cmd = ours_cmd + ["--device", args.device, "--warmup", "2", "--config", args.profile, "--profile"]
@@ -324,6 +333,7 @@ def main():
                 rc, out = runner.run(f"profile_torch_{variant}", cmd)
                 failed |= rc != 0
                 profiles.append((shlex.join(cmd), out))
+            partial_report()
 
     text = report(args, command, configs, variants, results, gemm, errors, runner, profiles, torch_info)
     print(text, end="")

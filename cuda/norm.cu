@@ -252,9 +252,10 @@ kernels::BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor&
                                             bool training, Activation act) {
   const Tensor x = contiguous_copy(x_in);
   const Tensor g = contiguous_copy(grad_in);
-  // The statistics are the forward's own (C) float64 outputs: contiguous.
-  const double* mean_p = mean.data_ptr<double>();
-  const double* invstd_p = invstd.data_ptr<double>();
+  // The statistics: the forward's own (C) float64 outputs (any stride accepted, as on the CPU).
+  const Tensor mean_c = contiguous_copy(mean), invstd_c = contiguous_copy(invstd);
+  const double* mean_p = mean_c.data_ptr<double>();
+  const double* invstd_p = invstd_c.data_ptr<double>();
   const NCS d(x.shape());
   kernels::BatchNormGrads out;
   out.dx = empty(x.shape(), x.options());

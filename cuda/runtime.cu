@@ -7,17 +7,31 @@
 
 namespace tl::cuda {
 
-int device_count() {
-  static const int n = [] {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+namespace {
+
+struct DeviceCount {
+  int n = 0;
+  const char* error = "";  // why there are none, when cudaGetDeviceCount failed
+};
+
+const DeviceCount& counted() {
+  static const DeviceCount c = [] {
+    DeviceCount r;
+    const cudaError_t err = cudaGetDeviceCount(&r.n);
+    if (err != cudaSuccess) {
       (void)cudaGetLastError();  // clear the sticky "no device" / "no driver" error
-      return 0;
+      r.n = 0;
+      r.error = cudaGetErrorName(err);
     }
-    return count;
+    return r;
   }();
-  return n;
+  return c;
 }
+
+}  // namespace
+
+int device_count() { return counted().n; }
+const char* device_count_error() { return counted().error; }
 
 void check_device(int device) {
   const int n = device_count();

@@ -11,6 +11,7 @@ struct cublasContext;  // cublasHandle_t is cublasContext*
 namespace tl::cuda {
 
 int device_count();           // 0 when there is no GPU or no driver (counted once)
+const char* device_count_error();  // CUDA's error name when counting failed (no driver...), else ""
 void check_device(int device);  // throws "cuda: device cuda:N is not available (K CUDA devices)"
 
 // The stream all work on `device` is queued on, created on first use. Blocking with respect to the

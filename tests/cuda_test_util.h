@@ -51,7 +51,8 @@ inline void check_result(const std::string& what, const Tensor& got, const Tenso
 #define TL_CUDA_TEST_MAIN()                                                                   \
   int main(int argc, char** argv) {                                                           \
     if (::tl::cuda::device_count() == 0) {                                                    \
-      std::printf("skipped: no CUDA device\n");                                              \
+      const char* why_ = ::tl::cuda::device_count_error();                                    \
+      std::printf("skipped: no CUDA device%s%s\n", *why_ ? ": " : "", why_);                 \
       return 77;                                                                              \
     }                                                                                         \
     ::tl::set_allow_tf32(false); /* strict fp32 for every comparison, whatever TL_ALLOW_TF32 says */ \

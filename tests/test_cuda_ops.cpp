@@ -334,6 +334,19 @@ TEST_CASE("batch_norm matches the CPU in training and eval, running statistics i
       {"training float64",
        with({normal_t({4, 3, 5, 6}, kFloat64), uniform_t({3}, 0.5, 1.5, kFloat64), normal_t({3}, kFloat64)}, stats(3, kFloat64)),
        bn(true)},
+      // M = 32768 per channel: the sums split over several blocks; |mean| >> std tests the shifted
+      // one-pass variance.
+      {"training (8,3,64,64), mean 100", with({uniform_t({8, 3, 64, 64}, 99, 101), uniform_t({3}, 0.5, 1.5), normal_t({3})}, stats(3)),
+       bn(true)},
+      {"training with strided weight, bias and running statistics",
+       {normal_t({3, 5, 4, 4}), uniform_t({10}, 0.5, 1.5), normal_t({10}), constant(normal_t({10}, kFloat32, 0.1)),
+        constant(uniform_t({10}, 0.5, 2))},
+       [](const Ts& in) {
+         auto every_other = [](const Tensor& t) { return t.slice(0, 0, 10, 2); };
+         return Ts{batch_norm(in[0], every_other(in[1]), every_other(in[2]), every_other(in[3]), every_other(in[4]), true),
+                   in[3], in[4]};
+       }},
+      {"eval of an empty batch", with({normal_t({0, 5, 3, 3}), uniform_t({5}, 0.5, 1.5), normal_t({5})}, stats(5)), bn(false)},
   });
 }
 
@@ -425,7 +438,10 @@ TEST_CASE("random draws and fills on cuda equal the CPU's") {
     TL_CHECK_CLOSE(uniform({513, 7}, -2, 3, on_gpu, &a), uniform({513, 7}, -2, 3, dt, &b), tol);
     TL_CHECK_CLOSE(normal({1001}, 0.5, 2, on_gpu, &a), normal({1001}, 0.5, 2, dt, &b), tol);
     TL_CHECK_CLOSE(randn({3, 5}, on_gpu, &a), randn({3, 5}, dt, &b), tol);
+    CHECK(uniform({2}, 0, 1, on_gpu, &a).device() == kGpu);  // drawn there, not on the CPU and moved
+    CHECK(uniform({2}, 0, 1, dt, &b).device() == Device::cpu());
     Tensor d = empty({6, 9}, on_gpu), h = empty({6, 9}, dt);
+    CHECK(d.device() == kGpu);
     uniform_(d, -1, 1, &a);
     uniform_(h, -1, 1, &b);
     TL_CHECK_CLOSE(d, h, tol);
@@ -556,6 +572,11 @@ TEST_CASE("TF32 GEMMs stay within 1e-2 of the CPU; strict fp32 is back within 1e
   };
   set_allow_tf32(true);
   check_table(large, kTolTf32);
+  // TF32 really is on: its 10-bit mantissa inputs put a K = 513 matmul well outside strict fp32's
+  // tolerance (a switch that did nothing would pass the table above).
+  const Tensor a = normal_t({257, 513}), b = normal_t({513, 129});
+  const Comparison tf32 = compare(matmul(a.to(kGpu), b.to(kGpu)), matmul(a, b));
+  CHECK_MESSAGE(tf32.rel > kTol32, "TF32 matmul is as exact as strict fp32: " << tf32.str(kTol32));
   set_allow_tf32(false);
   check_table(large, kTol32);
 }

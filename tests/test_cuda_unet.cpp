@@ -62,14 +62,30 @@ void check_unet_against_cpu(const nn::UNetConfig& config, const Shape& input_sha
   check_result("logits", gpu_logits, cpu_logits, kTolStep);
   const nn::NamedTensors cpu_params = cpu_net.named_parameters(), gpu_params = gpu_net.named_parameters();
   REQUIRE(cpu_params.size() == gpu_params.size());
-  for (size_t i = 0; i < cpu_params.size(); ++i)
-    check_result("gradient of " + cpu_params[i].first, gpu_params[i].second.grad(), cpu_params[i].second.grad(), kTolStep);
+  for (size_t i = 0; i < cpu_params.size(); ++i) {
+    const std::string& name = cpu_params[i].first;
+    if (config.conv_bias && (name.ends_with("conv.0.bias") || name.ends_with("conv.3.bias"))) {
+      // A 3x3 conv's bias feeds a training-mode batch norm: its exact gradient is 0 and each device
+      // returns its own rounding noise. Check that it is noise-sized against its conv's weight gradient.
+      const Tensor& w_grad = cpu_params[i - 1].second.grad();  // registered just before the bias
+      REQUIRE(cpu_params[i - 1].first == name.substr(0, name.size() - 4) + "weight");
+      const double noise = max(abs(gpu_params[i].second.grad().to(Device::cpu()))).item();
+      const double scale = max(abs(w_grad)).item();
+      CHECK_MESSAGE(noise <= 1e-3 * scale, "gradient of " << name << " (exactly 0): " << noise << " vs weight gradient "
+                                                          << scale);
+      continue;
+    }
+    check_result("gradient of " + name, gpu_params[i].second.grad(), cpu_params[i].second.grad(), kTolStep);
+  }
   const nn::NamedTensors cpu_buffers = cpu_net.named_buffers(), gpu_buffers = gpu_net.named_buffers();
   REQUIRE(cpu_buffers.size() == gpu_buffers.size());
   for (size_t i = 0; i < cpu_buffers.size(); ++i)  // running statistics; num_batches_tracked exact
     check_result("buffer " + cpu_buffers[i].first, gpu_buffers[i].second, cpu_buffers[i].second, kTolStep);
 
-  optim::Adam cpu_opt(cpu_net.named_parameters()), gpu_opt(gpu_net.named_parameters());
+  // lr 1e-4: at 1e-3 Adam amplifies float32 rounding past 1e-4 within ten steps on either device
+  // alone (tests/torch_unet_reference.py measured it in torch).
+  optim::Adam cpu_opt(cpu_net.named_parameters(), optim::AdamOptions{.lr = 1e-4}),
+      gpu_opt(gpu_net.named_parameters(), optim::AdamOptions{.lr = 1e-4});
   for (int step = 1; step <= adam_steps; ++step) {
     cpu_opt.step();
     gpu_opt.step();
@@ -102,8 +118,13 @@ TEST_CASE("a UNet with GELU, conv bias, two outputs and cropped skips matches th
   check_unet_against_cpu(config, {2, 3, 29, 35}, 10);
 }
 
-TEST_CASE("the default UNet (widths 64..512) train step and ten Adam steps match the CPU at 1x3x32x48") {
-  check_unet_against_cpu(nn::UNetConfig{}, {1, 3, 32, 48}, 10);
+TEST_CASE("the default UNet (widths 64..512, GELU) train step and ten Adam steps match the CPU at 2x3x32x48") {
+  // GELU, as tests/torch_unet_reference.py for the default widths: with ReLU a few of the ~1e5
+  // pre-activations per layer lie within rounding of the kink, and one flipped sign moves every
+  // decoder gradient by ~3e-3.
+  nn::UNetConfig config;
+  config.activation = "gelu";
+  check_unet_against_cpu(config, {2, 3, 32, 48}, 10);
 }
 
 TEST_CASE("a steady UNet train step on cuda makes no cudaMalloc") {
@@ -123,6 +144,8 @@ TEST_CASE("a steady UNet train step on cuda makes no cudaMalloc") {
     opt.step();
     return value;
   };
+  // An empty cache first: blocks cached by earlier cases could otherwise hide a step that allocates.
+  cuda::empty_cache();
   train_step();  // warm-up: fills the allocator's cache
   const cuda::AllocatorStats warm = cuda::allocator_stats(0);
   std::string per_step;  // cudaMalloc calls of each further step, the evidence on failure
@@ -135,6 +158,7 @@ TEST_CASE("a steady UNet train step on cuda makes no cudaMalloc") {
   INFO("after the warm-up step: " << cuda::stats_str(warm) << "\nafter three more: " << cuda::stats_str(after)
                                   << "\ncudaMalloc calls in each of the three steps:" << per_step);
   CHECK(after.num_device_mallocs == warm.num_device_mallocs);
+  CHECK(after.allocated_bytes == warm.allocated_bytes);  // nothing kept alive from step to step
   CHECK(after.num_cache_hits > warm.num_cache_hits);
 }
 
@@ -154,7 +178,7 @@ TEST_CASE("Module::to moves a UNet to cuda and back in place, values and handles
     CHECK(on_gpu[i].second.device() == kGpu);
     CHECK(on_gpu[i].second.is_same(before[i].second));  // the same handle, its storage moved
   }
-  check_result("eval forward on cuda", net.forward(x.to(kGpu)), cpu_out, kTol32);
+  check_result("eval forward on cuda", net.forward(x.to(kGpu)), cpu_out, kTolStep);
   net.to(Device::cpu());
   for (size_t i = 0; i < before.size(); ++i) {
     INFO(before[i].first);
@@ -192,22 +216,30 @@ TEST_CASE("an optimizer made before Module::to moves its state with the paramete
 TEST_CASE("DeviceStager copies batches through pinned memory unchanged, a smaller last batch too") {
   data::DeviceStager stager(kGpu);
   Generator g(9);
+  // All batches are staged before any is read back, so the pinned slots are reused while earlier
+  // copies may still be in flight; each host batch is overwritten as soon as to_device returns.
+  std::vector<data::Batch> sent, staged;
   for (int64_t b : {4, 4, 3, 4, 1}) {  // more batches than pinned buffers; sizes change
-    CAPTURE(b);
     data::Batch host{rand({b, 3, 8, 12}, kFloat32, &g), gt(rand({b, 1, 8, 12}, kFloat32, &g), 0.5).to(kFloat32), {}};
     for (int64_t i = 0; i < b; ++i) host.indices.push_back(i * 7);
-    const data::Batch dev = stager.to_device(host);
-    CHECK(dev.images.device() == kGpu);
-    CHECK(dev.indices == host.indices);
-    TL_CHECK_CLOSE(dev.images.to(Device::cpu()), host.images, 0.0);
-    TL_CHECK_CLOSE(dev.masks.to(Device::cpu()), host.masks, 0.0);
+    sent.push_back({host.images.clone(), host.masks.clone(), host.indices});
+    staged.push_back(stager.to_device(host));
+    host.images.fill_(-1.0);
+    host.masks.fill_(-1.0);
+  }
+  for (size_t k = 0; k < sent.size(); ++k) {
+    CAPTURE(k);
+    CHECK(staged[k].images.device() == kGpu);
+    CHECK(staged[k].indices == sent[k].indices);
+    TL_CHECK_CLOSE(staged[k].images.to(Device::cpu()), sent[k].images, 0.0);
+    TL_CHECK_CLOSE(staged[k].masks.to(Device::cpu()), sent[k].masks, 0.0);
   }
 }
 
 TEST_CASE("train() with device cuda runs, checkpoints and resumes") {
   TempDir dir("tl_test_cuda_train");
   train::TrainConfig c;
-  c.synthetic_count = 16;
+  c.synthetic_count = 32;  // 4 cars of 8 views; 1 held out: 24 training images, 6 batches an epoch
   c.val_fraction = 0.25;
   c.height = 32;
   c.width = 48;
@@ -218,7 +250,7 @@ TEST_CASE("train() with device cuda runs, checkpoints and resumes") {
   c.device = "cuda";
   c.quiet = true;
   c.out = dir.file("run");
-  c.max_steps = 2;  // 12 training cars' views in batches of 4: stops mid-epoch 1
+  c.max_steps = 2;  // stops mid-epoch 1
   std::ostringstream console;
   const train::TrainResult first = train::train(c, console, false);
   CHECK(first.stop == train::StopReason::MaxSteps);
@@ -229,7 +261,7 @@ TEST_CASE("train() with device cuda runs, checkpoints and resumes") {
   r.resume = c.out + "/last.safetensors";
   const train::TrainResult second = train::train(r, console, false);
   CHECK(second.stop == train::StopReason::Finished);
-  CHECK(second.steps == 6);
+  CHECK(second.steps == 12);
   CHECK(second.epochs_done == 2);
   CHECK(second.best_val_dice > 0);
 }
