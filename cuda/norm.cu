@@ -154,11 +154,11 @@ __global__ void grad_partial_kernel(const T* g, const T* x, const double* mean, 
   }
 }
 
-// One thread per channel: dweight, dbias, and dx = a gz + b (x - mean) + k's coefficients
-// (tensor/cpu/norm.cpp derives them).
+// One thread per channel: dweight, dbias, and the dx coefficients (kernels::NormGradCoef).
 template <typename T>
 __global__ void grad_finish_kernel(const double* partial, NCS d, int64_t splits, const T* w, int64_t w_stride,
-                                   const double* invstd, bool training, T* dweight, T* dbias, double* coef) {
+                                   const double* invstd, bool training, T* dweight, T* dbias,
+                                   kernels::NormGradCoef* coef) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= d.c) return;
   double sum_g = 0, sum_gx = 0;
@@ -170,29 +170,20 @@ __global__ void grad_finish_kernel(const double* partial, NCS d, int64_t splits,
   const double sum_gxhat = sum_gx * is;
   if (dweight) dweight[c] = static_cast<T>(sum_gxhat);
   if (dbias) dbias[c] = static_cast<T>(sum_g);
-  const int64_t m = d.per_channel();
-  const double a = static_cast<double>(at(w, w_stride, c, T(1))) * is;
-  double b = 0, k = 0;
-  if (training && m > 0) {
-    const double inv_m = 1.0 / static_cast<double>(m);
-    b = -a * inv_m * sum_gxhat * is;
-    k = -a * inv_m * sum_g;
-  }
-  coef[c * 3] = a;
-  coef[c * 3 + 1] = b;
-  coef[c * 3 + 2] = k;
+  coef[c] = kernels::NormGradCoef::make(static_cast<double>(at(w, w_stride, c, T(1))), is, sum_g, sum_gxhat,
+                                        d.per_channel(), training);
 }
 
 template <typename T, class F>
 __global__ void grad_apply_kernel(const T* g, const T* x, const double* mean, const double* invstd, const T* w,
-                                  int64_t w_stride, const T* b, int64_t b_stride, F f, const double* coef, T* dx,
-                                  NCS d, int64_t total) {
+                                  int64_t w_stride, const T* b, int64_t b_stride, F f,
+                                  const kernels::NormGradCoef* coef, T* dx, NCS d, int64_t total) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const int64_t c = (i / d.s) % d.c;
   const kernels::NormAffine z = affine_of(mean, invstd, w, w_stride, b, b_stride, c);
   const double gv = static_cast<double>(kernels::pre_activation_grad(f, z, x[i], g[i]));
-  dx[i] = static_cast<T>(coef[c * 3] * gv + coef[c * 3 + 1] * (static_cast<double>(x[i]) - z.mean) + coef[c * 3 + 2]);
+  dx[i] = static_cast<T>(coef[c](gv, static_cast<double>(x[i]) - z.mean));
 }
 
 template <typename T>
@@ -266,7 +257,10 @@ kernels::BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor&
   cudaStream_t s = stream(device);
   const int64_t splits = splits_for(d, device);
   Tensor partial = doubles(2 * d.c * splits, x);
-  Tensor coef = doubles(3 * d.c, x);
+  // One kernels::NormGradCoef (three doubles) per channel.
+  static_assert(sizeof(kernels::NormGradCoef) == 3 * sizeof(double));
+  Tensor coef_buffer = doubles(3 * d.c, x);
+  auto* coef = reinterpret_cast<kernels::NormGradCoef*>(coef_buffer.data_ptr<double>());
   dispatch_floating(x.dtype(), "batch_norm_backward", [&]<typename T>() {
     kernels::with_activation(act, [&](auto f) {
       DeviceGuard guard(device);
@@ -277,13 +271,13 @@ kernels::BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor&
       grad_finish_kernel<T><<<blocks_for(d.c), kThreads, 0, s>>>(
           partial.data_ptr<double>(), d, splits, ptr<T>(weight), stride0(weight), invstd_p, training,
           weight.defined() ? out.dweight.data_ptr<T>() : nullptr, bias.defined() ? out.dbias.data_ptr<T>() : nullptr,
-          coef.data_ptr<double>());
+          coef);
       check_launch();
       const int64_t total = x.numel();
       if (total == 0) return;
       grad_apply_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(g.data_ptr<T>(), x.data_ptr<T>(), mean_p, invstd_p,
                                                                   ptr<T>(weight), stride0(weight), ptr<T>(bias),
-                                                                  stride0(bias), f, coef.data_ptr<double>(),
+                                                                  stride0(bias), f, coef,
                                                                   out.dx.data_ptr<T>(), d, total);
       check_launch();
     });

@@ -102,6 +102,21 @@ TL_HD T pre_activation_grad(const F& f, const NormAffine& affine, T x, T g) {
     return f.grad(affine(x), g);
   }
 }
+// Batch norm's input gradient with its per-channel factors folded: dx = a gz + b (x - mean) + k, from the
+// channel's sums of gz and gz * xhat (tensor/cpu/norm.cpp derives it). Both backends use it.
+struct NormGradCoef {
+  double a, b, k;
+  static TL_HD NormGradCoef make(double w, double invstd, double sum_g, double sum_gxhat, int64_t m, bool training) {
+    NormGradCoef r{w * invstd, 0.0, 0.0};
+    if (training && m > 0) {  // mean and invstd depend on x
+      const double inv_m = 1.0 / static_cast<double>(m);
+      r.b = -r.a * inv_m * sum_gxhat * invstd;  // the xhat * sum(gz xhat) term, xhat = (x - mean) invstd
+      r.k = -r.a * inv_m * sum_g;
+    }
+    return r;
+  }
+  TL_HD double operator()(double gz, double x_minus_mean) const { return a * gz + b * x_minus_mean + k; }
+};
 struct BatchNormOutput {
   Tensor y;
   // (C) float64, whatever x's dtype: the statistics used, batch (training) or running (eval). The

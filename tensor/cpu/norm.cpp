@@ -166,20 +166,14 @@ kernels::BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor&
           sum_gxhat *= is;
           if (weight.defined()) out.dweight.data_ptr<T>()[c] = static_cast<T>(sum_gxhat);
           if (bias.defined()) out.dbias.data_ptr<T>()[c] = static_cast<T>(sum_g);
-          // dx = a g + b (x - mean) + k: the formula above with its per-channel factors folded.
-          const double a = static_cast<double>(channel_value<T>(weight, c, T(1))) * is;
-          double b = 0, k = 0;
-          if (training && m > 0) {
-            const double inv_m = 1.0 / static_cast<double>(m);
-            b = -a * inv_m * sum_gxhat * is;  // the xhat * sum(g xhat) term, xhat = (x - mean) invstd
-            k = -a * inv_m * sum_g;
-          }
+          // The formula above with its per-channel factors folded.
+          const auto dx = kernels::NormGradCoef::make(static_cast<double>(channel_value<T>(weight, c, T(1))), is,
+                                                      sum_g, sum_gxhat, m, training);
           for (int64_t n = 0; n < d.n; ++n) {
             const int64_t base = (n * d.c + c) * d.s;
             const T* gr = gz_row(n);
             for (int64_t i = 0; i < d.s; ++i)
-              dxp[base + i] = static_cast<T>(a * static_cast<double>(gr[i]) +
-                                             b * (static_cast<double>(xp[base + i]) - mu) + k);
+              dxp[base + i] = static_cast<T>(dx(static_cast<double>(gr[i]), static_cast<double>(xp[base + i]) - mu));
           }
         }
       });
