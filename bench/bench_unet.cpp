@@ -2,7 +2,8 @@
 // on the CPU; --profile breaks a train step down by layer kind. See bench/README.md.
 //
 //   bench_unet [--config B:HxW:ACT ...] [--threads N] [--iters 5] [--warmup 2] [--mode both|forward|train]
-//              [--json] [--profile] [--gemm] [--no-fuse]
+//              [--json] [--profile] [--gemm] [--no-fuse] [--features 64,128,256,512]
+//   --features sets the UNet's widths (train_unet's CPU default is 16,32,64,128).
 //   --no-fuse runs batch norm and its activation as two ops (nn::set_fusion(false)), to measure fusion.
 #include <sys/resource.h>
 
@@ -16,6 +17,7 @@
 
 #include "nn/optim.h"
 #include "nn/unet.h"
+#include "tensor/cpu/gemm.h"
 #include "tensor/parallel.h"
 #include "tensor/profile.h"
 
@@ -109,8 +111,8 @@ int run_gemm(bool json, int iters, int warmup) {
   }
   const double gflops = 2.0 * n * n * n / (median(t) * 1e-3) / 1e9;
   if (json) std::printf("{\"impl\": \"torchlet\", \"gemm_n\": %lld, \"gemm_gflops\": %.2f}\n", static_cast<long long>(n), gflops);
-  else std::printf("SGEMM %lldx%lldx%lld (Eigen): %.1f GFLOP/s, median of %d\n", static_cast<long long>(n),
-                   static_cast<long long>(n), static_cast<long long>(n), gflops, iters);
+  else std::printf("SGEMM %lldx%lldx%lld (packed GEMM, %s): %.1f GFLOP/s, median of %d\n", static_cast<long long>(n),
+                   static_cast<long long>(n), static_cast<long long>(n), cpu::gemm::isa_name(cpu::gemm::active_isa()), gflops, iters);
   return 0;
 }
 
@@ -121,6 +123,7 @@ int main(int argc, char** argv) {
   int threads = get_num_threads(), iters = 5, warmup = 2;
   std::string mode = "both";
   bool json = false, prof = false, gemm = false;
+  std::vector<int64_t> features = {64, 128, 256, 512};
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -137,9 +140,16 @@ int main(int argc, char** argv) {
       else if (a == "--profile") prof = true;
       else if (a == "--gemm") gemm = true;
       else if (a == "--no-fuse") nn::set_fusion(false);
+      else if (a == "--features") {
+        features.clear();
+        std::stringstream ss(value());
+        for (std::string item; std::getline(ss, item, ',');) features.push_back(std::stoll(item));
+        if (features.empty()) throw std::invalid_argument("--features needs comma-separated widths, e.g. 16,32,64,128");
+      }
       else if (a == "--help" || a == "-h") {
         std::printf("usage: bench_unet [--config B:HxW:ACT ...] [--threads N] [--iters 5] [--warmup 2]\n"
                     "                  [--mode both|forward|train] [--json] [--profile] [--gemm] [--no-fuse]\n"
+                    "                  [--features 64,128,256,512]\n"
                     "Default configs: 4:160x240:relu 4:160x240:pysilu 1:320x480:relu 1:320x480:pysilu\n");
         return 0;
       } else throw std::invalid_argument("unknown flag " + a);
@@ -160,6 +170,7 @@ int main(int argc, char** argv) {
   for (const Config& c : configs) {
     nn::UNetConfig uc;
     uc.activation = c.activation;
+    uc.features = features;
     Generator g(0);
     nn::UNet model(uc, &g);
     Tensor x = randn({c.batch, 3, c.height, c.width}, kFloat32, &g);

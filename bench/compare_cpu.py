@@ -4,6 +4,12 @@ config), ours then torch, and prints a Markdown report; --out also writes it to 
 
   /usr/bin/python3 bench/compare_cpu.py [--threads 2] [--iters 5] [--warmup 2] [--build-dir build/release]
       [--configs 4:160x240:relu,4:160x240:pysilu,1:320x480:relu,1:320x480:pysilu] [--out FILE.md] [--fusion]
+      [--features 64,128,256,512] [--torch-python PY ...] [--isa avx512|avx2|reference] [--rounds 1]
+
+Each --torch-python is one PyTorch to compare with (default: Debian's /usr/bin/python3, and the latest
+PyTorch in bench/.venv when bench/setup_torch_venv.sh made it). --isa runs our side with that GEMM
+micro-kernel (TL_GEMM_ISA). --rounds repeats every process that many times, interleaved, and reports
+the median of the rounds' medians.
 
 Timings mean something only on an otherwise idle machine."""
 import argparse
@@ -12,12 +18,14 @@ import json
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent  # every command runs here; paths are relative to it
 TORCH_PYTHON = "/usr/bin/python3"  # Debian's python3-torch
+VENV_PYTHON = Path("bench/.venv/bin/python")  # the latest PyTorch (bench/setup_torch_venv.sh), relative to ROOT
 DEFAULT_CONFIGS = "4:160x240:relu,4:160x240:pysilu,1:320x480:relu,1:320x480:pysilu"
 CONFIG_RE = re.compile(r"^(\d+):(\d+)x(\d+):(\w+)$")  # B:HxW:ACT
 
@@ -45,7 +53,7 @@ def build(build_dir, jobs):
         if Path(build_dir) != Path("build/release"):
             configure += ["-B", build_dir]
         run_build_step(configure)
-    run_build_step(["cmake", "--build", build_dir, "--target", "bench_unet", "-j", str(jobs)])
+    run_build_step(["cmake", "--build", build_dir, "--target", "bench_unet", "bench_gemm", "-j", str(jobs)])
 
 
 def run_build_step(cmd):
@@ -84,68 +92,82 @@ def check_result(r, what, config, threads, keys):
 
 
 def machine():
-    cpu = "unknown CPU"
+    cpu, flags = "unknown CPU", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown CPU":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return f"nproc {len(os.sched_getaffinity(0))}, {cpu}"
+    isa = "AVX-512" if "avx512f" in flags else "AVX2 + FMA" if {"avx2", "fma"} <= flags else "no AVX2"
+    return f"nproc {len(os.sched_getaffinity(0))}, {cpu}, {isa}"
 
 
 def gflops(gflop, ms):
     return gflop / (ms / 1e3)
 
 
-def report(args, command, runs, gemm, torch_version, load):
-    """The Markdown report. runs: [(config_name, ours, torch, [commands], ours unfused or None)];
-    gemm: {"ours": r, "torch": r}."""
+def report(args, command, runs, gemm, torches, load, peak):
+    """The Markdown report. runs: [(config_name, ours, [torch result per torch], [commands], ours unfused
+    or None)]; gemm: {"ours": r, torch label: r}; torches: the torch labels; peak: measured FMA peaks."""
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    ceiling = {side: gemm[side]["gemm_gflops"] for side in ("ours", "torch")}
+    ceiling = {side: gemm[side]["gemm_gflops"] for side in ["ours"] + torches}
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in peak.items()) or "not measured"
     out = [
         "# CPU UNet: torchlet against PyTorch",
         "",
         f"`{command}`",
         "",
-        f"{now}; {machine()}; load average {load:.2f} at start; torch {torch_version}; "
-        f"threads {args.threads}; medians of {args.iters} timed iterations after {args.warmup} warm-ups.",
+        f"{now}; {machine()}; load average {load:.2f} at start; our GEMM micro-kernel {args.isa or 'auto'}; "
+        f"UNet widths {args.features}; threads {args.threads}; medians of {args.iters} timed iterations after "
+        f"{args.warmup} warm-ups" + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else "") + ".",
+        "",
+        f"Measured FMA peak (GFLOP/s, {args.threads} threads): {peaks}. GEMM ceilings (2048^3 float32): "
+        + ", ".join(f"{side} {ceiling[side]:.0f}" for side in ["ours"] + torches) + " GFLOP/s.",
         "",
         "Ratio = ours / torch: below 1 means torchlet is faster. Peak MB is the peak RSS of the process that "
         "ran that config alone (PyTorch's includes the torch library itself).",
         "",
-        "| config | ours fwd ms | torch fwd ms | fwd ratio | ours train ms | torch train ms | train ratio "
-        "| ours peak MB | torch peak MB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, o, t, *_ in runs:
-        of, tf = o["forward_ms_median"], t["forward_ms_median"]
-        ot, tt = o["train_step_ms_median"], t["train_step_ms_median"]
-        out.append(f"| {name} | {of:.1f} | {tf:.1f} | {of / tf:.2f} | {ot:.1f} | {tt:.1f} | {ot / tt:.2f} "
-                   f"| {o['peak_rss_mb']:.0f} | {t['peak_rss_mb']:.0f} |")
+    head = "| config | ours train ms | " + " | ".join(f"{t} train ms | ratio" for t in torches)
+    head += " | ours fwd ms | " + " | ".join(f"{t} fwd ms | ratio" for t in torches)
+    head += " | ours peak MB | " + " | ".join(f"{t} peak MB" for t in torches) + " |"
+    ncols = 1 + 3 * (1 + 2 * len(torches)) - len(torches)
+    out += [head, "| --- |" + " ---: |" * (ncols - 1)]
+    for name, o, ts, *_ in runs:
+        row = [name, f"{o['train_step_ms_median']:.1f}"]
+        for t in ts:
+            row += [f"{t['train_step_ms_median']:.1f}", f"{o['train_step_ms_median'] / t['train_step_ms_median']:.2f}"]
+        row.append(f"{o['forward_ms_median']:.1f}")
+        for t in ts:
+            row += [f"{t['forward_ms_median']:.1f}", f"{o['forward_ms_median'] / t['forward_ms_median']:.2f}"]
+        row.append(f"{o['peak_rss_mb']:.0f}")
+        row += [f"{t['peak_rss_mb']:.0f}" for t in ts]
+        out.append("| " + " | ".join(row) + " |")
 
-    n = gemm["ours"]["gemm_n"]
     out += [
         "",
-        f"Achieved GFLOP/s, both sides credited with the same work (our model's conv FLOP count); in "
-        f"parentheses, the fraction of that side's GEMM ceiling ({n}x{n} float32 matmul, median of 5): "
-        f"ours (Eigen) {ceiling['ours']:.1f} GFLOP/s, torch {ceiling['torch']:.1f} GFLOP/s.",
+        "Achieved GFLOP/s, every side credited with the same work (our model's conv FLOP count); in "
+        "parentheses the fraction of the measured FMA peak of the widest vectors this CPU has.",
         "",
-        "| config | ours fwd GFLOP/s | torch fwd GFLOP/s | ours train GFLOP/s | torch train GFLOP/s |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| config | ours fwd | " + " | ".join(f"{t} fwd" for t in torches) + " | ours train | "
+        + " | ".join(f"{t} train" for t in torches) + " |",
+        "| --- |" + " ---: |" * (2 + 2 * len(torches)),
     ]
+    top = max(peak.values()) if peak else None
 
-    def cell(gflop, ms, side):
+    def cell(gflop, ms):
         g = gflops(gflop, ms)
-        return f"{g:.1f} ({g / ceiling[side]:.0%})"
+        return f"{g:.1f}" + (f" ({g / top:.0%})" if top else "")
 
-    for name, o, t, *_ in runs:
+    for name, o, ts, *_ in runs:
         fwd, train = o["forward_gflop"], o["train_step_gflop"]
-        out.append(f"| {name} | {cell(fwd, o['forward_ms_median'], 'ours')} "
-                   f"| {cell(fwd, t['forward_ms_median'], 'torch')} "
-                   f"| {cell(train, o['train_step_ms_median'], 'ours')} "
-                   f"| {cell(train, t['train_step_ms_median'], 'torch')} |")
+        out.append(f"| {name} | {cell(fwd, o['forward_ms_median'])} | "
+                   + " | ".join(cell(fwd, t["forward_ms_median"]) for t in ts)
+                   + f" | {cell(train, o['train_step_ms_median'])} | "
+                   + " | ".join(cell(train, t["train_step_ms_median"]) for t in ts) + " |")
 
     unfused = [(name, o, u) for name, o, _, _, u in runs if u]
     if unfused:
@@ -172,6 +194,25 @@ def report(args, command, runs, gemm, torch_version, load):
     return "\n".join(out) + "\n"
 
 
+def combine(results):
+    """One result from several rounds of the same config: the median of each timing, the max peak RSS."""
+    if len(results) == 1:
+        return results[0]
+    r = dict(results[-1])
+    for key in ("forward_ms_median", "train_step_ms_median"):
+        vals = [x[key] for x in results if x.get(key) is not None]
+        r[key] = statistics.median(vals) if vals else None
+    r["peak_rss_mb"] = max(x["peak_rss_mb"] for x in results)
+    return r
+
+
+def torch_label(python):
+    """'torch 2.15.0' for the PyTorch a Python has, or None when it has none."""
+    p = subprocess.run([python, "-c", "import torch; print(torch.__version__.split('+')[0])"],
+                       capture_output=True, text=True)
+    return f"torch {p.stdout.strip()}" if p.returncode == 0 and p.stdout.strip() else None
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
@@ -180,6 +221,11 @@ def main():
     p.add_argument("--build-dir", default="build/release", help="relative to the repository root")
     p.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated B:HxW:ACT")
     p.add_argument("--out", help="also write the report to this Markdown file")
+    p.add_argument("--features", default="64,128,256,512", help="the UNet's widths, for both sides")
+    p.add_argument("--torch-python", action="append", default=None,
+                   help="a Python with the PyTorch to compare with; repeatable")
+    p.add_argument("--isa", choices=("avx512", "avx2", "reference"), help="our GEMM micro-kernel (TL_GEMM_ISA)")
+    p.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of every process")
     p.add_argument("--fusion", action="store_true",
                    help="also run ours with --no-fuse after each config, for the batch-norm fusion table")
     # Testing the driver without the binary: a command standing in for bench_unet (no build then).
@@ -193,8 +239,8 @@ def main():
         if not m:
             p.error(f"--configs: '{name}' is not B:HxW:ACT, e.g. 4:160x240:relu")
         configs.append((name.strip(), (int(m[1]), int(m[2]), int(m[3]), m[4])))
-    if args.iters < 1 or args.warmup < 0 or args.threads < 1:
-        p.error("need --iters >= 1, --warmup >= 0, --threads >= 1")
+    if args.iters < 1 or args.warmup < 0 or args.threads < 1 or args.rounds < 1:
+        p.error("need --iters >= 1, --warmup >= 0, --threads >= 1, --rounds >= 1")
 
     load = os.getloadavg()[0]
     if load > 0.5:
@@ -205,35 +251,70 @@ def main():
     else:
         build(args.build_dir, os.cpu_count())
         ours_cmd = [str(Path(args.build_dir) / "bench_unet")]
-    torch_cmd = [TORCH_PYTHON, "bench/torch_unet.py"]
+    pythons = args.torch_python or [TORCH_PYTHON] + ([str(VENV_PYTHON)] if (ROOT / VENV_PYTHON).exists() else [])
+    torches = []  # (label, command)
+    for py in pythons:
+        label = torch_label(py)
+        if label is None:
+            log(f"{py} has no torch: left out")
+            continue
+        if any(label == t for t, _ in torches):
+            label += f" ({py})"
+        torches.append((label, [py, "bench/torch_unet.py"]))
+    if not torches:
+        fail("no Python with torch: install python3-torch or run bench/setup_torch_venv.sh")
     env = child_env(args.threads)
+    ours_env = dict(env)
+    if args.isa:
+        ours_env["TL_GEMM_ISA"] = args.isa
     threads = ["--threads", str(args.threads)]
+    features = ["--features", args.features]
 
     gemm = {"commands": []}
-    for side, base in (("ours", ours_cmd), ("torch", torch_cmd)):
+    for side, base, e in [("ours", ours_cmd, ours_env)] + [(t, c, env) for t, c in torches]:
         cmd = base + ["--gemm"] + threads + ["--json"]
-        gemm[side] = run_json(cmd, f"{side} GEMM", env)
+        gemm[side] = run_json(cmd, f"{side} GEMM", e)
         gemm["commands"].append(shlex.join(cmd))
         if gemm[side].get("gemm_gflops") is None:
             fail(f"{side} GEMM: result lacks gemm_gflops: {json.dumps(gemm[side])}")
+    peak = {}
+    peak_bin = Path(ours_cmd[0]).parent / "bench_gemm"
+    if not args.ours_cmd and (ROOT / peak_bin).exists():
+        p = subprocess.run([str(peak_bin), "--threads", str(args.threads), "--peak-only", "--json"], cwd=ROOT,
+                           env=env, capture_output=True, text=True)
+        for line in p.stdout.splitlines():
+            if line.startswith("{") and "peak_gflops" in line:
+                r = json.loads(line)
+                peak[r["peak_isa"]] = r["peak_gflops"]
 
     timing = ["forward_ms_median", "train_step_ms_median", "peak_rss_mb"]
+    results = {name: {"ours": [], "unfused": [], "torch": [[] for _ in torches], "cmds": []} for name, _ in configs}
+    for _ in range(args.rounds):
+        for name, config in configs:
+            flags = (["--config", name] + threads + features +
+                     ["--iters", str(args.iters), "--warmup", str(args.warmup), "--json"])
+            res = results[name]
+            ours = run_json(ours_cmd + flags, f"ours {name}", ours_env)
+            check_result(ours, f"ours {name}", config, args.threads, timing + ["forward_gflop", "train_step_gflop"])
+            res["ours"].append(ours)
+            res["cmds"].append(shlex.join(ours_cmd + flags))
+            if args.fusion:
+                unfused = run_json(ours_cmd + flags + ["--no-fuse"], f"ours unfused {name}", ours_env)
+                check_result(unfused, f"ours unfused {name}", config, args.threads, timing)
+                res["unfused"].append(unfused)
+                res["cmds"].append(shlex.join(ours_cmd + flags + ["--no-fuse"]))
+            for i, (label, cmd) in enumerate(torches):
+                t = run_json(cmd + flags, f"{label} {name}", env)
+                check_result(t, f"{label} {name}", config, args.threads, timing)
+                res["torch"][i].append(t)
+                res["cmds"].append(shlex.join(cmd + flags))
     runs = []
-    for name, config in configs:
-        flags = ["--config", name] + threads + ["--iters", str(args.iters), "--warmup", str(args.warmup), "--json"]
-        ours = run_json(ours_cmd + flags, f"ours {name}", env)
-        check_result(ours, f"ours {name}", config, args.threads, timing + ["forward_gflop", "train_step_gflop"])
-        cmds = [shlex.join(ours_cmd + flags)]
-        unfused = None
-        if args.fusion:
-            unfused = run_json(ours_cmd + flags + ["--no-fuse"], f"ours unfused {name}", env)
-            check_result(unfused, f"ours unfused {name}", config, args.threads, timing)
-            cmds.append(shlex.join(ours_cmd + flags + ["--no-fuse"]))
-        torch = run_json(torch_cmd + flags, f"torch {name}", env)
-        check_result(torch, f"torch {name}", config, args.threads, timing)
-        runs.append((name, ours, torch, cmds + [shlex.join(torch_cmd + flags)], unfused))
+    for name, _ in configs:
+        res = results[name]
+        runs.append((name, combine(res["ours"]), [combine(t) for t in res["torch"]], res["cmds"],
+                     combine(res["unfused"]) if res["unfused"] else None))
 
-    text = report(args, command, runs, gemm, runs[0][2].get("torch_version", "?"), load)
+    text = report(args, command, runs, gemm, [t for t, _ in torches], load, peak)
     print(text, end="")
     if args.out:
         Path(args.out).write_text(text)

@@ -53,7 +53,7 @@ def bench_config(torch, config, args):
 
     batch, height, width, act = config
     torch.manual_seed(0)
-    model = UNet(act=act)  # default widths 64,128,256,512, as bench_unet
+    model = UNet(features=tuple(args.features), act=act)  # widths as bench_unet's --features
     x = torch.randn(batch, 3, height, width)  # (B, 3, H, W)
     # Four floor-halving pools, four doublings, skips cropped to fit: the logits are (B, 1, 16*(H//16), 16*(W//16)).
     target = (torch.rand(batch, 1, 16 * (height // 16), 16 * (width // 16)) > 0.5).float()
@@ -122,6 +122,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=parse_config, action="append", default=[], help="B:HxW:ACT, repeatable")
     p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--features", type=lambda s: [int(v) for v in s.split(",")], default=[64, 128, 256, 512],
+                   help="the UNet's widths, comma-separated (default 64,128,256,512)")
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--mode", choices=("both", "forward", "train"), default="both")

@@ -4,9 +4,11 @@
 #include <iterator>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "tensor/kernels.h"
 #include "tensor/parallel.h"
+#include "tensor/cpu/gemm.h"
 #include "tests/test_util.h"
 
 using namespace tl;
@@ -205,6 +207,39 @@ TEST_CASE("conv2d matches the direct loop on 1 and 3 threads, with the column ma
         },
         naive_conv2d);
   }
+}
+
+TEST_CASE("float32 conv2d and conv_transpose2d match the direct loop on every GEMM micro-kernel") {
+  namespace gm = tl::cpu::gemm;
+  const gm::Isa saved = gm::active_isa();
+  const ConvCase tcase{2, 4, 3, 5, 3, 2, 2, 2, 2, 0, 0, true};  // the UNet's up-convolution shape
+  for (gm::Isa isa : {gm::Isa::Reference, gm::Isa::Avx2, gm::Isa::Avx512}) {
+    if (!gm::isa_supported(isa)) {
+      MESSAGE("skipped micro-kernel " << gm::isa_name(isa) << ": this CPU lacks it");
+      continue;
+    }
+    const std::string isa_str = gm::isa_name(isa);
+    CAPTURE(isa_str);
+    gm::set_isa(isa);
+    // The table, and stride-1 cases with output rows of >= 100 pixels and 8k output channels, which take the
+    // direct weight-gradient kernel (rows of 109, 128 and 101 pixels: masked tails and none, K = 27, a 3x1 kernel, no padding).
+    std::vector<ConvCase> cases(std::begin(kConvCases), std::end(kConvCases));
+    cases.push_back({2, 5, 20, 109, 8, 3, 3, 1, 1, 1, 1, true});
+    cases.push_back({1, 3, 12, 128, 16, 3, 3, 1, 1, 1, 1, false});
+    cases.push_back({1, 2, 9, 101, 8, 3, 1, 1, 1, 0, 0, false});
+    for (const ConvCase& k : cases)
+      check_conv_case(
+          k, false, kFloat32, true,
+          [&](const Tensor& x, const Tensor& w, const Tensor& b) { return conv2d(x, w, b, Size2(k.sh, k.sw), Size2(k.ph, k.pw)); },
+          naive_conv2d);
+    check_conv_case(
+        tcase, true, kFloat32, false,
+        [&](const Tensor& x, const Tensor& w, const Tensor& b) {
+          return conv_transpose2d(x, w, b, Size2(tcase.sh, tcase.sw), Size2(tcase.ph, tcase.pw));
+        },
+        naive_conv_transpose2d);
+  }
+  gm::set_isa(saved);
 }
 
 TEST_CASE("conv2d computes only the gradients that are needed") {

@@ -1,9 +1,13 @@
-// Batched GEMM on Eigen, over the tensors' own buffers: each operand is mapped row-major when its last
+// Batched GEMM over the tensors' own buffers: float32 on the packed GEMM (gemm.h, any strides), float64 on
+// Eigen, where each operand is mapped row-major when its last
 // dim has unit stride and column-major when its second-to-last has (a transposed view), so neither
 // case copies. Other layouts are made contiguous first.
 #include <Eigen/Core>
 
+#include <type_traits>
+
 #include "tensor/cpu/cpu_kernels.h"
+#include "tensor/cpu/gemm.h"
 #include "tensor/parallel.h"
 
 namespace tl::cpu {
@@ -49,6 +53,11 @@ Tensor bmm(const Tensor& a_in, const Tensor& b_in) {
     const T* bp = b.data_ptr<T>();
     T* op = out.data_ptr<T>();
     auto one = [&](int64_t i) {
+      if constexpr (std::is_same_v<T, float>) {  // the packed GEMM reads any strides
+        gemm::gemm(M, N, K, gemm::View{ap + i * a.stride(0), a.stride(1), a.stride(2)},
+                   gemm::View{bp + i * b.stride(0), b.stride(1), b.stride(2)}, op + i * M * N, N, false);
+        return;
+      }
       OutMap O(op + i * M * N, M, N);
       if (K == 0) {
         O.setZero();

@@ -1,0 +1,320 @@
+// The packed GEMM of gemm.h: the blocking loops, the packing of A and of strided B, the three
+// micro-kernels and the one place that picks among them.
+//
+// Loop nest of one thread's share, C rows [m0, m1) by columns [n0, n1):
+//   for each KC block of K:                  A's panels for it were packed once (PackedA)
+//     for each NC block of columns:          pack B (kc, nc) into NR-wide panels: about 0.5-1 MB, in L2
+//       for each MR panel of A's rows:        (kc, MR) of A stays in L1 ...
+//         for each NR panel of the B block:   ... while B's panels stream from L2
+//           C tile (MR, NR) (+)= A panel @ B panel
+// Every element of C is summed over k in the same order whatever the thread count, so results do
+// not depend on how the work was split.
+#include "tensor/cpu/gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "tensor/parallel.h"
+
+namespace tl::cpu::gemm {
+
+namespace {
+
+// c (mr, nr) with row stride ldc (+)= tile (MR, NR) with row stride tile_ld: the edge of C.
+void store_partial(const float* tile, int64_t tile_ld, float* c, int64_t ldc, int64_t mr, int64_t nr, bool acc) {
+  for (int64_t i = 0; i < mr; ++i)
+    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = acc ? c[i * ldc + j] + tile[i * tile_ld + j] : tile[i * tile_ld + j];
+}
+
+// Micro-kernels: c (mr, nr) (+)= a (kc, MR) @ b (kc, NR), both packed k-major; mr <= MR, nr <= NR.
+using Kernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t mr, int64_t nr, bool acc);
+
+// The portable reference: plain loops the compiler vectorizes for whatever it targets.
+constexpr int kRefMR = 4, kRefNR = 16;
+void kernel_reference(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t mr, int64_t nr, bool acc) {
+  float s[kRefMR][kRefNR] = {};
+  for (int64_t k = 0; k < kc; ++k, a += kRefMR, b += kRefNR)
+    for (int i = 0; i < kRefMR; ++i)
+      for (int j = 0; j < kRefNR; ++j) s[i][j] += a[i] * b[j];
+  store_partial(&s[0][0], kRefNR, c, ldc, mr, nr, acc);
+}
+
+// AVX2 + FMA: 4 rows x 24 columns = 12 ymm accumulators, 3 loads of B and 4 broadcasts of A per k.
+// 4 rows divide every channel count of the UNet (16 ... 1024), so no tile is wasted on padding.
+constexpr int kAvx2MR = 4, kAvx2NR = 24;
+__attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                                                     int64_t mr, int64_t nr, bool acc) {
+  __m256 s[kAvx2MR][3];
+#pragma GCC unroll 4
+  for (int i = 0; i < kAvx2MR; ++i) s[i][0] = s[i][1] = s[i][2] = _mm256_setzero_ps();
+  // The C tile is read at the end: start bringing its rows (96 bytes each) in now.
+#pragma GCC unroll 4
+  for (int i = 0; i < kAvx2MR; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+  }
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < kc; ++k, a += kAvx2MR, b += kAvx2NR) {
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), b2 = _mm256_loadu_ps(b + 16);
+#pragma GCC unroll 4
+    for (int i = 0; i < kAvx2MR; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(a + i);
+      s[i][0] = _mm256_fmadd_ps(ai, b0, s[i][0]);
+      s[i][1] = _mm256_fmadd_ps(ai, b1, s[i][1]);
+      s[i][2] = _mm256_fmadd_ps(ai, b2, s[i][2]);
+    }
+  }
+  if (mr == kAvx2MR && nr == kAvx2NR) {
+#pragma GCC unroll 4
+    for (int i = 0; i < kAvx2MR; ++i)
+#pragma GCC unroll 3
+      for (int v = 0; v < 3; ++v) {
+        float* p = c + i * ldc + 8 * v;
+        _mm256_storeu_ps(p, acc ? _mm256_add_ps(s[i][v], _mm256_loadu_ps(p)) : s[i][v]);
+      }
+    return;
+  }
+  alignas(32) float tile[kAvx2MR * kAvx2NR];
+#pragma GCC unroll 4
+  for (int i = 0; i < kAvx2MR; ++i)
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; ++v) _mm256_store_ps(tile + i * kAvx2NR + 8 * v, s[i][v]);
+  store_partial(tile, kAvx2NR, c, ldc, mr, nr, acc);
+}
+
+// AVX-512: 8 rows x 48 columns = 24 zmm accumulators, 3 loads of B and 8 broadcasts of A per k.
+constexpr int kAvx512MR = 8, kAvx512NR = 48;
+__attribute__((target("avx512f,fma"))) void kernel_avx512(int64_t kc, const float* a, const float* b, float* c,
+                                                          int64_t ldc, int64_t mr, int64_t nr, bool acc) {
+  __m512 s[kAvx512MR][3];
+#pragma GCC unroll 8
+  for (int i = 0; i < kAvx512MR; ++i) s[i][0] = s[i][1] = s[i][2] = _mm512_setzero_ps();
+  // The C tile is read at the end: start bringing its rows (3 cache lines each) in now.
+#pragma GCC unroll 8
+  for (int i = 0; i < kAvx512MR; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 32), _MM_HINT_T0);
+  }
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < kc; ++k, a += kAvx512MR, b += kAvx512NR) {
+    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32);
+#pragma GCC unroll 8
+    for (int i = 0; i < kAvx512MR; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      s[i][0] = _mm512_fmadd_ps(ai, b0, s[i][0]);
+      s[i][1] = _mm512_fmadd_ps(ai, b1, s[i][1]);
+      s[i][2] = _mm512_fmadd_ps(ai, b2, s[i][2]);
+    }
+  }
+  if (mr == kAvx512MR && nr == kAvx512NR) {
+#pragma GCC unroll 8
+    for (int i = 0; i < kAvx512MR; ++i)
+#pragma GCC unroll 3
+      for (int v = 0; v < 3; ++v) {
+        float* p = c + i * ldc + 16 * v;
+        _mm512_storeu_ps(p, acc ? _mm512_add_ps(s[i][v], _mm512_loadu_ps(p)) : s[i][v]);
+      }
+    return;
+  }
+  alignas(64) float tile[kAvx512MR * kAvx512NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < kAvx512MR; ++i)
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; ++v) _mm512_store_ps(tile + i * kAvx512NR + 16 * v, s[i][v]);
+  store_partial(tile, kAvx512NR, c, ldc, mr, nr, acc);
+}
+
+// A kernel and its blocking. The loop nest keeps one (kc, NR) panel of B in L1 while A's panels
+// stream past it from L2 (A's panel is MR floats a step, B's NR: streaming the thinner one is what
+// lets the kernel run near the FMA peak). kc is at most 160 floats, so a B panel is 30 KB (AVX-512)
+// or 15 KB (AVX2) of L1; K is cut into equal blocks, so the 3x3 convolutions' K = 9 * 16k gives
+// blocks of 144. MC rows of A (MC x kc, 300 / 150 KB) stay in L2; when M is larger, B is packed a
+// block of NC columns at a time and reused for each MC block of rows.
+struct KernelInfo {
+  Isa isa;
+  Kernel fn;
+  Blocking b;
+  int64_t mc;
+};
+constexpr KernelInfo kKernels[] = {
+    {Isa::Reference, kernel_reference, {kRefMR, kRefNR, 160, 1536}, 256},
+    {Isa::Avx2, kernel_avx2, {kAvx2MR, kAvx2NR, 160, 480}, 256},
+    {Isa::Avx512, kernel_avx512, {kAvx512MR, kAvx512NR, 160, 768}, 256},
+};
+
+const KernelInfo& info(Isa isa) { return kKernels[static_cast<int>(isa)]; }
+
+Isa best_supported() {
+  if (isa_supported(Isa::Avx512)) return Isa::Avx512;
+  if (isa_supported(Isa::Avx2)) return Isa::Avx2;
+  return Isa::Reference;
+}
+
+Isa initial_isa() {
+  const char* env = std::getenv("TL_GEMM_ISA");
+  if (!env || !*env) return best_supported();
+  for (Isa isa : {Isa::Reference, Isa::Avx2, Isa::Avx512})
+    if (std::string(env) == isa_name(isa)) {
+      if (!isa_supported(isa))
+        throw std::invalid_argument(std::string("TL_GEMM_ISA=") + env + ": this CPU does not support it");
+      return isa;
+    }
+  throw std::invalid_argument(std::string("TL_GEMM_ISA=") + env + ": expected reference, avx2 or avx512");
+}
+
+Isa& current() {
+  static Isa isa = initial_isa();
+  return isa;
+}
+
+// A 64-byte aligned scratch buffer per thread for B's packed block, grown on demand and kept.
+float* b_buffer(int64_t floats) {
+  struct Buffer {
+    std::unique_ptr<float, decltype(&std::free)> p{nullptr, &std::free};
+    int64_t size = 0;
+  };
+  thread_local Buffer buf;
+  if (buf.size < floats) {
+    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+    buf.p.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    if (!buf.p) throw std::bad_alloc();
+    buf.size = floats;
+  }
+  return buf.p.get();
+}
+
+// One thread's share: C rows [m0, m1) by columns [n0, n1), all of K.
+void gemm_block(const KernelInfo& ki, const PackedA& a, const PanelSource& b, int64_t m0, int64_t m1, int64_t n0,
+                int64_t n1, float* c, int64_t ldc, bool accumulate) {
+  const int64_t K = a.depth(), M = a.rows(), MR = ki.b.mr, NR = ki.b.nr, KC = a.kc();
+  if (K == 0) {
+    if (!accumulate)
+      for (int64_t i = m0; i < m1; ++i) std::fill(c + i * ldc + n0, c + i * ldc + n1, 0.0f);
+    return;
+  }
+  // One MC block of rows: each B panel is used once, so it is packed just before its use (into L1).
+  // Several: a block of NC columns is packed once and reused for every MC block.
+  const int64_t MC = ki.mc, NC = m1 - m0 <= MC ? NR : ki.b.nc;
+  float* bp = b_buffer(KC * NC);  // (NC / NR panels of (kc, NR))
+  for (int64_t k0 = 0; k0 < K; k0 += KC) {
+    const int64_t kc = std::min(KC, K - k0);
+    const bool acc = accumulate || k0 > 0;
+    for (int64_t j0 = n0; j0 < n1; j0 += NC) {
+      const int64_t nc = std::min(NC, n1 - j0);
+      for (int64_t jp = 0; jp < nc; jp += NR) b.pack(k0, kc, j0 + jp, std::min(NR, nc - jp), NR, bp + jp * kc);
+      for (int64_t i0 = m0; i0 < m1; i0 += MC) {
+        const int64_t i1 = std::min(m1, i0 + MC);
+        for (int64_t jp = 0; jp < nc; jp += NR)
+          for (int64_t i = i0; i < i1; i += MR)
+            ki.fn(kc, a.panel(k0, i / MR), bp + jp * kc, c + i * ldc + j0 + jp, ldc, std::min(MR, M - i),
+                  std::min(NR, nc - jp), acc);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Reference: return "reference";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+  }
+  return "?";
+}
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::Reference: return true;
+    case Isa::Avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::Avx512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  }
+  return false;
+}
+
+Isa active_isa() { return current(); }
+
+void set_isa(Isa isa) {
+  if (!isa_supported(isa)) throw std::invalid_argument(std::string("gemm: this CPU does not support ") + isa_name(isa));
+  current() = isa;
+}
+
+Blocking blocking() { return info(active_isa()).b; }
+
+void MatrixSource::pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int64_t nr, float* dst) const {
+  if (b_.cs == 1 || nc == 1) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = b_.p + (k0 + k) * b_.rs + n0 * b_.cs;
+      float* d = dst + k * nr;
+      std::memcpy(d, src, static_cast<size_t>(nc) * sizeof(float));
+      std::fill(d + nc, d + nr, 0.0f);
+    }
+    return;
+  }
+  // B transposed (rs == 1 typically): walk each column of the panel along k, where it is contiguous.
+  for (int64_t j = 0; j < nc; ++j) {
+    const float* src = b_.p + k0 * b_.rs + (n0 + j) * b_.cs;
+    for (int64_t k = 0; k < kc; ++k) dst[k * nr + j] = src[k * b_.rs];
+  }
+  for (int64_t k = 0; k < kc; ++k) std::fill(dst + k * nr + nc, dst + (k + 1) * nr, 0.0f);
+}
+
+PackedA::PackedA(View a, int64_t m, int64_t k) : isa_(active_isa()), m_(m), k_(k) {
+  const Blocking b = info(isa_).b;
+  mr_ = b.mr;
+  // K in equal blocks of at most b.kc (144 + 144 rather than 160 + 128).
+  const int64_t blocks = std::max<int64_t>(1, (k + b.kc - 1) / b.kc);
+  kc_ = std::max<int64_t>(1, (k + blocks - 1) / blocks);
+  mpad_ = (m + mr_ - 1) / mr_ * mr_;
+  data_.assign(static_cast<size_t>(mpad_ * k), 0.0f);
+  const int64_t panels = mpad_ / mr_;
+  // Panels are independent: pack them in parallel (a 1024 x 4608 weight is 19 MB).
+  parallel_for(0, panels, 8, [&](int64_t pb, int64_t pe) {
+    for (int64_t k0 = 0; k0 < k_; k0 += kc_) {
+      const int64_t kc = kc_len(k0);
+      for (int64_t i = pb; i < pe; ++i) {
+        float* dst = data_.data() + k0 * mpad_ + i * mr_ * kc;  // (kc, MR)
+        const int64_t rows = std::min(mr_, m_ - i * mr_);
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* src = a.p + (i * mr_ + r) * a.rs + k0 * a.cs;
+          for (int64_t kk = 0; kk < kc; ++kk) dst[kk * mr_ + r] = src[kk * a.cs];
+        }
+      }
+    }
+  });
+}
+
+int64_t PackedA::kc_len(int64_t k0) const { return std::min(kc_, k_ - k0); }
+
+void gemm(const PackedA& a, const PanelSource& b, int64_t n, float* c, int64_t ldc, bool accumulate) {
+  const KernelInfo& ki = info(a.isa());
+  const int64_t M = a.rows(), MR = ki.b.mr, NR = ki.b.nr;
+  if (M == 0 || n == 0) return;
+  const int64_t m_panels = (M + MR - 1) / MR, n_panels = (n + NR - 1) / NR;
+  int64_t threads = omp_in_parallel() ? 1 : std::min<int64_t>(get_num_threads(), omp_get_max_threads());
+  // By columns when each thread gets a few panels of them (B packed once in all), else by rows
+  // (each thread packs all of B, which is small then).
+  if (threads <= 1 || n_panels >= 4 * threads || n_panels >= m_panels) {
+    parallel_for(0, n_panels, 1, [&](int64_t pb, int64_t pe) {
+      gemm_block(ki, a, b, 0, M, pb * NR, std::min(n, pe * NR), c, ldc, accumulate);
+    });
+  } else {
+    parallel_for(0, m_panels, 1, [&](int64_t pb, int64_t pe) {
+      gemm_block(ki, a, b, pb * MR, std::min(M, pe * MR), 0, n, c, ldc, accumulate);
+    });
+  }
+}
+
+void gemm(int64_t m, int64_t n, int64_t k, View a, View b, float* c, int64_t ldc, bool accumulate) {
+  gemm(PackedA(a, m, k), MatrixSource(b), n, c, ldc, accumulate);
+}
+
+}  // namespace tl::cpu::gemm
