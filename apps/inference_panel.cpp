@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   std::string image, mask, out, image_size;
   std::vector<std::string> checkpoints, labels;
   double threshold = 0.5;
-  int64_t tile_height = 320, threads = 0;
+  int64_t tile_height = 320, threads = 0, max_pixels = tl::data::kDefaultMaxImagePixels;
   flags.add("--image", &image, "the photo; required");
   flags.add("--mask", &mask, "its true mask (GIF/PNG/BMP, nonzero = car)");
   flags.add_list("--checkpoints", &checkpoints, "one or more checkpoints to compare; required");
@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   flags.add("--image-size", &image_size, "model input HxW; none: each checkpoint's image_size, else 160x240");
   flags.add("--tile-height", &tile_height, "height of each tile in the panel, pixels");
   flags.add("--threads", &threads, "compute threads; 0: all cores");
+  flags.add("--max-pixels", &max_pixels,
+            "refuse a photo or mask whose header declares more pixels (H*W) than this, before decoding it");
   return tl::cli::run_main("inference_panel", [&] {
     if (!flags.parse(argc, argv)) return 0;
     if (image.empty()) throw tl::cli::UsageError("--image is required");
@@ -45,6 +47,8 @@ int main(int argc, char** argv) {
     if (tile_height < 16 || tile_height > 4096)
       throw tl::cli::UsageError("--tile-height: expected 16 to 4096, got " + std::to_string(tile_height));
     if (threads < 0) throw tl::cli::UsageError("--threads: expected 0 (all cores) or more, got " + std::to_string(threads));
+    if (max_pixels < 1) throw tl::cli::UsageError("--max-pixels: expected at least 1, got " + std::to_string(max_pixels));
+    tl::data::set_max_image_pixels(max_pixels);
     int64_t height = 0, width = 0;
     if (!image_size.empty()) std::tie(height, width) = tl::cli::parse_size("--image-size", image_size);
     if (threads > 0) tl::set_num_threads(static_cast<int>(threads));
@@ -57,6 +61,12 @@ int main(int argc, char** argv) {
         const fs::path p(c);
         labels.push_back(clash ? (p.parent_path().filename() / p.stem()).string() : p.stem().string());
       }
+    }
+    if (!mask.empty()) {  // the sizes from the headers, before either file is decoded
+      const tl::data::ImageInfo pi = tl::data::read_image_info(image), mi = tl::data::read_image_info(mask);
+      if (pi.height != mi.height || pi.width != mi.width)
+        throw std::runtime_error(mask + ": mask " + std::to_string(mi.height) + "x" + std::to_string(mi.width) +
+                                 " does not match the photo " + std::to_string(pi.height) + "x" + std::to_string(pi.width));
     }
     const tl::data::Image photo = tl::data::read_image(image);
     tl::data::Image truth;

@@ -35,7 +35,7 @@ bool is_image_name(const fs::path& p) {
   return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
 }
 
-std::string wxh(const Image& im) { return std::to_string(im.width) + "x" + std::to_string(im.height); }
+std::string wxh(int64_t width, int64_t height) { return std::to_string(width) + "x" + std::to_string(height); }
 
 // One decoded sample, or why it is bad ("<path>: <reason>").
 struct Loaded {
@@ -46,13 +46,18 @@ struct Loaded {
 Loaded load_sample(const Sample& s, int64_t height, int64_t width) {
   Loaded out;
   try {
-    Image image = read_image(s.image);
-    if (image.channels != 3)
-      throw std::runtime_error(s.image + ": has " + std::to_string(image.channels) +
-                               " channels after decoding, expected 3 (RGB)");
+    // Both headers first: an image above the pixel limit, or a pair of different sizes, is refused
+    // before either file is decoded.
+    const ImageInfo image_info = read_image_info(s.image), mask_info = read_image_info(s.mask);
+    if (mask_info.height != image_info.height || mask_info.width != image_info.width)
+      throw std::runtime_error(s.image + ": image is " + wxh(image_info.width, image_info.height) + " but its mask " +
+                               s.mask + " is " + wxh(mask_info.width, mask_info.height));
+    // Gray, gray + alpha and RGBA photos become RGB as Pillow's convert("RGB") makes them.
+    Image image = read_image(s.image, 3);
     Image mask = read_mask(s.mask);
-    if (mask.height != image.height || mask.width != image.width)
-      throw std::runtime_error(s.image + ": image is " + wxh(image) + " but its mask " + s.mask + " is " + wxh(mask));
+    if (mask.height != image.height || mask.width != image.width)  // a header that lied about its size
+      throw std::runtime_error(s.image + ": image is " + wxh(image.width, image.height) + " but its mask " + s.mask +
+                               " is " + wxh(mask.width, mask.height));
     out.image = resize(image, height, width, Interp::Auto);
     out.mask = resize_mask(mask, height, width);
   } catch (const std::exception& e) {

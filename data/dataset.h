@@ -34,10 +34,13 @@ struct Example {
 class SegmentationDataset {
  public:
   // Decodes and resizes every sample now, in parallel, into a uint8 cache (3 + 1 bytes per pixel).
-  // Without skip_bad, the first bad sample (unreadable image or mask, image and mask of different
-  // sizes, image without 3 channels after decoding) throws std::runtime_error naming the file and
-  // the reason; with skip_bad it is left out and listed in skipped(). Throws too when no sample is
-  // left. `progress(done, total)` is called from the calling thread as samples finish (may be empty).
+  // Photos become RGB (gray replicated, alpha dropped). Both headers are read before either file is
+  // decoded, so an image or mask above data::max_image_pixels(), or a pair of different sizes, costs
+  // no pixel memory. Without skip_bad, the first bad sample (unreadable image or mask, image or mask
+  // above the pixel limit, image and mask of different sizes) throws std::runtime_error naming the
+  // file and the reason; with skip_bad it is left out and listed in skipped(). Throws too when no
+  // sample is left. `progress(done, total)` is called from the calling thread as samples finish (may
+  // be empty).
   SegmentationDataset(std::vector<Sample> samples, const DatasetOptions& options,
                       const std::function<void(int64_t, int64_t)>& progress = {});
 

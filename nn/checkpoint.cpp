@@ -1,5 +1,6 @@
 #include "nn/checkpoint.h"
 
+#include <cmath>
 #include <stdexcept>
 
 namespace tl::nn {
@@ -13,6 +14,29 @@ uint64_t parse_u64(const std::string& path, const safetensors::Metadata& md, con
   if (v.empty() || v.size() > 20 || v.find_first_not_of("0123456789") != std::string::npos)
     throw std::runtime_error(path + ": metadata '" + key + "' = '" + v + "' is not a non-negative integer");
   return std::stoull(v);
+}
+
+// Refuses a tensor holding NaN or Inf: such weights (a run saved after it diverged, a corrupt file)
+// would load and predict black masks without a word.
+template <typename T>
+void check_values(const std::string& path, const std::string& name, const Tensor& t) {
+  const T* p = t.data_ptr<T>();
+  int64_t nan = 0, inf = 0, first = -1;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (std::isfinite(p[i])) continue;
+    (std::isnan(p[i]) ? nan : inf) += 1;
+    if (first < 0) first = i;
+  }
+  if (first >= 0)
+    throw std::runtime_error(path + ": tensor '" + name + "' " + shape_str(t.shape()) + " holds " +
+                             std::to_string(nan) + " NaN and " + std::to_string(inf) +
+                             " infinite values (the first at flat index " + std::to_string(first) +
+                             "): the checkpoint is corrupt or was saved after training diverged; use an earlier one");
+}
+
+void check_finite(const std::string& path, const std::string& name, const Tensor& t) {
+  if (t.dtype() == kFloat32) check_values<float>(path, name, t);
+  if (t.dtype() == kFloat64) check_values<double>(path, name, t);
 }
 
 }  // namespace
@@ -40,7 +64,10 @@ Checkpoint load_checkpoint(const std::string& path) {
   } catch (const std::exception& e) {
     throw std::runtime_error(path + ": not a UNet checkpoint: " + e.what());
   }
-  for (auto& [name, t] : f.tensors) (name.rfind("optim.", 0) == 0 ? c.optim_state : c.model_state)[name] = t;
+  for (auto& [name, t] : f.tensors) {
+    check_finite(path, name, t);
+    (name.rfind("optim.", 0) == 0 ? c.optim_state : c.model_state)[name] = t;
+  }
   c.state.step = static_cast<int64_t>(parse_u64(path, f.metadata, "step"));
   c.state.epoch = static_cast<int64_t>(parse_u64(path, f.metadata, "epoch"));
   c.state.rng_seed = parse_u64(path, f.metadata, "rng_seed");

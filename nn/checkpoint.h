@@ -35,7 +35,8 @@ struct Checkpoint {
 void save_checkpoint(const std::string& path, const UNet& model, const optim::Optimizer* optimizer = nullptr,
                      const TrainingState& state = {}, const safetensors::Metadata& extra = {});
 
-// Reads and validates the config; throws naming the file and what is wrong.
+// Reads and validates the config and every value; throws naming the file and what is wrong: a bad
+// config, or a floating tensor (weights, buffers or optimizer state) that holds NaN or Inf, by name.
 Checkpoint load_checkpoint(const std::string& path);
 
 // A UNet with the checkpoint's config and weights (strict: every missing, unexpected or wrong-shaped

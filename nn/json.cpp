@@ -126,7 +126,7 @@ class Parser {
       skip_ws();
       expect(':', "after an object key");
       Value item = value(depth);
-      v.object.emplace_back(std::move(key), std::move(item));
+      v.object.push_back({std::move(key), std::move(item)});
       skip_ws();
       if (at(',')) { ++i_; continue; }
       expect('}', "or ',' in object");

@@ -12,6 +12,8 @@
 
 namespace tl::json {
 
+struct Member;  // one key of an object and its value
+
 struct Value {
   enum class Type : uint8_t { Null, Bool, Int, Real, String, Array, Object };
   Type type = Type::Null;
@@ -20,12 +22,20 @@ struct Value {
   double real = 0;      // Type::Real: a number with a fraction or an exponent
   std::string string;
   std::vector<Value> array;
-  std::vector<std::pair<std::string, Value>> object;  // in document order; keys are unique
-  size_t pos = 0;                                     // byte offset of the value in the text
+  // In document order; keys are unique. Members, not std::pair<std::string, Value>: a pair of the
+  // still incomplete Value is undefined behaviour (clang with libstdc++ refuses it); a vector of an
+  // incomplete type is allowed.
+  std::vector<Member> object;
+  size_t pos = 0;  // byte offset of the value in the text
 
   bool is(Type t) const { return type == t; }
   const Value* find(std::string_view key) const;  // nullptr when absent (objects only)
   const char* type_name() const;                  // "null", "bool", "integer", ... for messages
+};
+
+struct Member {
+  std::string key;
+  Value value;
 };
 
 // Thrown by parse(): "<what> at byte <pos>".

@@ -1,8 +1,5 @@
 #include "nn/safetensors.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -16,6 +13,7 @@
 #include <tuple>
 
 #include "nn/json.h"
+#include "tensor/file_util.h"
 
 // Tensor bytes are copied to and from the file as they are; the format is little-endian.
 static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
@@ -160,23 +158,6 @@ class HeaderReader {
   uint64_t data_size_;
 };
 
-// Writes all of [p, p+n) to fd, across short writes and signals.
-bool write_all(int fd, const void* p, size_t n) {
-  const char* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return false;
-    if (w == 0) {
-      errno = EIO;
-      return false;
-    }
-    c += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
 }  // namespace
 
 bool File::contains(const std::string& name) const {
@@ -320,31 +301,11 @@ void save(const std::string& path, const NamedTensors& tensors, const Metadata& 
   header.append((8 - header.size() % 8) % 8, ' ');
   const uint64_t n = header.size();
 
-  // Write a temporary file beside the target, make it durable, then rename it over the target:
-  // readers see the old file or the new one, never a partial one, and a failure leaves the old one.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("cannot create temporary file '" + tmp + "': " + std::strerror(errno));
-  int err = 0;  // the first failure's errno
-  auto step = [&](bool ok) { if (!ok && !err) err = errno; };
-  step(write_all(fd, &n, 8));
-  step(write_all(fd, header.data(), header.size()));
-  for (size_t i = 0; !err && i < data.size(); ++i)
-    step(write_all(fd, data[i].raw_data(), static_cast<size_t>(data[i].numel()) * dtype_size(data[i].dtype())));
-  if (!err) step(::fsync(fd) == 0);
-  step(::close(fd) == 0);
-  if (!err) step(::rename(tmp.c_str(), path.c_str()) == 0);
-  if (err) {
-    ::unlink(tmp.c_str());
-    fail(std::string("cannot write (") + std::strerror(err) + "); the previous file, if any, is unchanged");
-  }
-  // Persist the rename itself; best effort, since some file systems refuse fsync on a folder.
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  // One atomic write (tl::write_file_atomic): readers see the old file or the new one, never a
+  // partial one, and a failure leaves the old one.
+  std::vector<ByteRange> pieces{{&n, 8}, {header.data(), header.size()}};
+  for (const Tensor& t : data) pieces.push_back({t.raw_data(), static_cast<size_t>(t.numel()) * dtype_size(t.dtype())});
+  write_file_atomic(path, pieces);
 }
 
 }  // namespace tl::safetensors

@@ -3,7 +3,9 @@
 //   {"name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...,
 //    "__metadata__": {"key": "value", ...}}
 // then the raw little-endian tensor bytes (offsets relative to the end of the header).
-// Writes are atomic: a temporary file in the same folder, flushed and fsynced, then renamed.
+// Writes go through tl::write_file_atomic (tensor/file_util.h): atomic for regular files (a temporary
+// file in the same folder, fsynced, then renamed), through a symlink to its target, and direct to a
+// FIFO or a character device.
 // The reader trusts nothing: header length, JSON, dtypes, shapes against byte ranges, overlaps,
 // gaps and out-of-file offsets are each checked and reported with the file name and the tensor.
 #include <map>

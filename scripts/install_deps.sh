@@ -11,6 +11,7 @@ packages=(
   doctest-dev            # the test framework
   python3-torch          # the PyTorch reference of the parity tests (run with /usr/bin/python3)
   libopenblas-dev        # without it Debian's torch falls back to a reference BLAS 30x slower
+  clang libclang-rt-14-dev  # the fuzz harnesses (scripts/fuzz.sh): clang and its libFuzzer runtime
 )
 
 missing=()

@@ -1,5 +1,6 @@
 #include "tensor/storage.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <list>
@@ -46,7 +47,7 @@ class CpuCache {
     if (!p) {
       empty();  // the cache may be what is in the way
       p = std::aligned_alloc(64, bytes);
-      if (!p) throw std::bad_alloc();
+      if (!p) throw OutOfMemory("out of memory allocating " + bytes_str(bytes) + " on cpu");
     }
     return p;
   }
@@ -109,6 +110,17 @@ CpuCache& cpu_cache() {
 size_t cpu_block_size(size_t nbytes) { return (nbytes + 63) / 64 * 64; }
 
 }  // namespace
+
+std::string bytes_str(size_t bytes) {
+  if (bytes < 1000) return std::to_string(bytes) + " bytes";
+  const char* units[] = {"kB", "MB", "GB", "TB", "PB", "EB"};
+  double v = static_cast<double>(bytes) / 1000;
+  int u = 0;
+  while (v >= 999.95 && u < 5) v /= 1000, ++u;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f %s (%zu bytes)", v, units[u], bytes);
+  return buf;
+}
 
 CpuCacheStats cpu_cache_stats() { return cpu_cache().stats(); }
 void empty_cpu_cache() { cpu_cache().empty(); }

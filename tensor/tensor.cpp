@@ -145,7 +145,13 @@ Tensor empty(const Shape& shape, TensorOptions opts) {
   for (int64_t d : shape)
     if (d < 0) throw std::invalid_argument("empty: negative size in shape " + shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(numel_of(shape)) * dtype_size(opts.dtype), opts.device);
+  const size_t bytes = static_cast<size_t>(numel_of(shape)) * dtype_size(opts.dtype);
+  try {
+    impl->storage = std::make_shared<Storage>(bytes, opts.device);
+  } catch (const std::bad_alloc&) {  // name what was being allocated, not only that it failed
+    throw OutOfMemory("out of memory allocating " + bytes_str(bytes) + " for a " + dtype_name(opts.dtype) +
+                      " tensor " + shape_str(shape) + " on " + opts.device.str());
+  }
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = opts.dtype;

@@ -321,3 +321,32 @@ TEST_CASE("image: the real Carvana sample decodes, its masks are binary, it shri
     CHECK(std::abs(double(small_car) / (160.0 * 240.0) - frac) < 0.01);
   }
 }
+
+TEST_CASE("read_image refuses the headers that fuzz/fuzz_image found stb mishandling") {
+  // Each would reach undefined behaviour inside stb_image (an out-of-bounds write, an int overflow),
+  // return an image without pixels, or be taken for another format; each is refused from its header
+  // with one clear error.
+  const fs::path corpus = fs::path(TL_SOURCE_DIR) / "fuzz" / "corpus" / "image";
+  const struct {
+    const char* file;
+    const char* error;
+  } found[] = {
+      {"crash_jpeg_dht_over_256.jpg", "cannot decode image (corrupt JPEG: a Huffman table declares more than 256 codes)"},
+      {"crash_jpeg_dht_fill_before_soi.jpg",
+       "cannot decode image (corrupt JPEG: a Huffman table declares more than 256 codes)"},
+      {"crash_pnm_width_overflow.pgm", "cannot decode image (corrupt PNM: a number in its header is too large)"},
+      {"crash_pnm_zero_height.pgm", "cannot decode image (its header declares 0x3 pixels, HxW: an empty image)"},
+      // stb's file reader took this broken JPEG for the PNM at its byte 128 (3x555); read from memory.
+      {"crash_jpeg_then_pnm_at_128.jpg", "cannot decode image (its JPEG header is unreadable: truncated or corrupt)"},
+  };
+  for (const auto& f : found) {
+    const std::string path = (corpus / f.file).string();
+    const std::string e = error_of([&] { read_image(path); });
+    MESSAGE(e);
+    CHECK(e == path + ": " + f.error);
+    CHECK(error_of([&] { read_image_info(path); }) == e);
+  }
+  // The seeds beside them still decode.
+  CHECK(read_image((corpus / "tiny.jpg").string()).height == 4);
+  CHECK(read_image((corpus / "gray.pgm").string()).width == 3);
+}

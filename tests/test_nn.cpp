@@ -309,6 +309,51 @@ TEST_CASE("checkpoints rebuild the model, and bad ones are clear errors") {
   }
 }
 
+TEST_CASE("checkpoints holding NaN or Inf are refused at load, naming the tensor") {
+  TempDir dir;
+  Generator g(3);
+  UNet net(small_config(), &g);
+  safetensors::save(dir / "in.safetensors", {{"input", randn({1, 3, 8, 8})}});
+  struct Bad {
+    const char* tensor;
+    double value;
+    const char* holds;
+  };
+  for (const Bad& b : {Bad{"downs.0.conv.0.weight", NAN, "holds 1 NaN and 0 infinite values (the first at flat index 5)"},
+                       Bad{"bottleneck.conv.1.running_var", INFINITY, "holds 0 NaN and 1 infinite values"},
+                       Bad{"optim.final_conv.bias.exp_avg_sq", -INFINITY, "holds 0 NaN and 1 infinite values"}}) {
+    CAPTURE(b.tensor);
+    auto sd = net.state_dict();
+    bool found = false;
+    for (auto& [n, t] : sd)
+      if (n == b.tensor) {
+        t = t.clone();
+        t.data_ptr<float>()[5 % t.numel()] = static_cast<float>(b.value);
+        found = true;
+      }
+    if (!found) {  // an optimizer entry, as a training checkpoint holds
+      Tensor t = zeros({1});
+      t.data_ptr<float>()[0] = static_cast<float>(b.value);
+      sd.emplace_back(b.tensor, t);
+    }
+    const std::string path = dir / "bad.safetensors";
+    safetensors::save(path, sd, small_config().to_metadata());
+    std::string e;
+    try {
+      load_checkpoint(path);
+    } catch (const std::runtime_error& err) {
+      e = err.what();
+    }
+    MESSAGE(e);
+    CHECK(e.rfind(path + ": tensor '" + b.tensor + "' ", 0) == 0);
+    CHECK(e.find(b.holds) != std::string::npos);
+    CHECK(e.find("use an earlier one") != std::string::npos);
+    // unet_forward (and so every app that loads a model) goes through the same check.
+    CHECK_THROWS_WITH_AS(unet_forward(path, dir / "in.safetensors", false), doctest::Contains(b.tensor),
+                         std::runtime_error);
+  }
+}
+
 TEST_CASE("unet_forward: eval output and a train step with every gradient and buffer") {
   TempDir dir;
   Generator g(5);

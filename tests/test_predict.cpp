@@ -4,7 +4,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -343,5 +345,87 @@ TEST_CASE("predict: the predict_unet and inference_panel apps end to end, and th
                 " --labels one --out " + dir.file("p.png"),
             &out) == 2);
   CHECK_MESSAGE(out == "inference_panel: --labels: 1 labels for 2 checkpoints (see --help)\n", out);
+}
+
+TEST_CASE("predict: predict_unet checks its outputs first, --skip-bad, and a stop keeps what is done") {
+  TempDir dir;
+  const std::string ckpt = save_tiny(dir, "m.safetensors");
+  const std::string app = TL_PREDICT_UNET;
+  fs::create_directories(dir.path / "in");
+  data::write_png(dir.file("in/b_2.png"), random_photo(97, 131, 3, 1));
+  data::write_jpeg(dir.file("in/a_1.jpg"), random_photo(60, 90, 3, 2));
+  data::write_png(dir.file("in/c_3.png"), random_photo(40, 56, 1, 3));
+  std::ofstream(dir.path / "in" / "bb.png") << "not a png";
+  const std::string base = app + " --checkpoint " + ckpt + " --input " + dir.file("in") + " --device cpu";
+  auto rows_of = [](const std::string& csv) {
+    std::vector<std::string> names;
+    std::istringstream in(csv);
+    for (std::string line; std::getline(in, line);) names.push_back(line.substr(0, line.find(',')));
+    return names;
+  };
+  std::string out;
+
+  // --rle in a folder that does not exist: refused before the first photo, nothing written.
+  const std::string o1 = dir.file("o1");
+  CHECK(run(base + " --output " + o1 + " --rle " + dir.file("no_such/sub.csv"), &out) == 1);
+  MESSAGE(out);
+  CHECK(out.rfind("predict_unet: " + dir.file("no_such/sub.csv") + ": cannot write there: the folder ", 0) == 0);
+  CHECK(out.find("does not exist") != std::string::npos);
+  CHECK(!fs::exists(o1));
+  // --rle naming a folder, --output under a file: refused the same way.
+  CHECK(run(base + " --output " + o1 + " --rle " + dir.file("in"), &out) == 1);
+  MESSAGE(out);
+  CHECK(out.rfind("predict_unet: " + dir.file("in") + ": is a folder; give a file name", 0) == 0);
+  CHECK(run(base + " --output " + dir.file("m.safetensors/masks"), &out) == 1);
+  MESSAGE(out);
+  CHECK(out.rfind("predict_unet: " + dir.file("m.safetensors/masks") + ": cannot create the output folder", 0) == 0);
+  CHECK(!fs::exists(o1));
+
+  // A stop by error: the photos before the bad one are written, and so are their submission rows.
+  const std::string o2 = dir.file("o2");
+  CHECK(run(base + " --output " + o2 + " --batch-size 8 --rle " + dir.file("part.csv"), &out) == 1);
+  MESSAGE(out);
+  CHECK(out.rfind("predict_unet: " + dir.file("in/bb.png") + ": cannot decode image (", 0) == 0);
+  CHECK(out.find("2 of 4 photos were written to " + o2 + "/, their 2 rows to " + dir.file("part.csv")) !=
+        std::string::npos);
+  CHECK(out.find("or add --skip-bad") != std::string::npos);
+  CHECK(rows_of(read_text(dir.file("part.csv"))) == std::vector<std::string>{"img", "a_1.jpg", "b_2.png"});
+  CHECK(fs::exists(o2 + "/b_2_mask.png"));
+
+  // --skip-bad: the bad photo is named and listed, the others are done, the exit status is 0.
+  const std::string o3 = dir.file("o3");
+  CHECK(run(base + " --output " + o3 + " --batch-size 2 --skip-bad --rle " + dir.file("all.csv"), &out) == 0);
+  MESSAGE(out);
+  CHECK(out.find("predict_unet: skipped " + dir.file("in/bb.png") + ": cannot decode image (") != std::string::npos);
+  CHECK(out.find("predict_unet: 3 photos -> " + o3 + "/") != std::string::npos);
+  CHECK(out.find("predict_unet: skipped 1 unreadable photo of 4 (--skip-bad): " + dir.file("in/bb.png")) !=
+        std::string::npos);
+  CHECK(rows_of(read_text(dir.file("all.csv"))) == std::vector<std::string>{"img", "a_1.jpg", "b_2.png", "c_3.png"});
+  for (const char* stem : {"a_1", "b_2", "c_3"}) CHECK(fs::exists(o3 + "/" + stem + "_mask.png"));
+
+  // Every photo bad: a failure even with --skip-bad.
+  fs::create_directories(dir.path / "bad");
+  std::ofstream(dir.path / "bad" / "x.png") << "nope";
+  std::ofstream(dir.path / "bad" / "y.jpg") << "nope";
+  CHECK(run(app + " --checkpoint " + ckpt + " --input " + dir.file("bad") + " --output " + dir.file("o4") + " --skip-bad",
+            &out) == 1);
+  MESSAGE(out);
+  CHECK(out.find("predict_unet: all 2 photos were unreadable; nothing was written\n") != std::string::npos);
+
+  // --rle on character devices: /dev/null takes it; /dev/full fails clearly, the masks stay, and the
+  // device stays a device.
+  CHECK(run(base + " --output " + dir.file("o5") + " --skip-bad --rle /dev/null", &out) == 0);
+  // /dev/stdout (here a log file): the CSV is written through the descriptor, before the summary.
+  CHECK(run(base + " --output " + dir.file("o5") + " --skip-bad --rle /dev/stdout", &out) == 0);
+  MESSAGE(out);
+  CHECK(out.find("img,rle_mask\na_1.jpg,") != std::string::npos);
+  CHECK(out.find("\npredict_unet: 3 photos -> ") != std::string::npos);
+  CHECK(run(base + " --output " + dir.file("o6") + " --skip-bad --rle /dev/full", &out) == 1);
+  MESSAGE(out);
+  CHECK(out.find("/dev/full: cannot write (write to character device: " + std::string(std::strerror(ENOSPC))) !=
+        std::string::npos);
+  CHECK(out.find("3 of 4 photos were written to " + dir.file("o6") + "/") != std::string::npos);
+  CHECK(fs::is_character_file("/dev/full"));
+  CHECK(fs::exists(dir.file("o6/c_3_mask.png")));
 }
 #endif

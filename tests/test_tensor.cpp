@@ -182,3 +182,21 @@ TEST_CASE("devices") {
   CHECK_THROWS_WITH_AS(Device::parse("gpu"), "Device: cannot parse 'gpu' (expected cpu, cuda or cuda:N)",
                        std::invalid_argument);
 }
+
+TEST_CASE("out of memory names the size, the dtype and the shape") {
+#if defined(__SANITIZE_ADDRESS__)
+  MESSAGE("skipped: AddressSanitizer aborts on an impossible allocation instead of returning null");
+#else
+  // 2^50 float32 elements: 4.5 PB, more than any machine has (and than the kernel's overcommit allows).
+  std::string e;
+  try {
+    empty({1 << 20, 1 << 20, 1 << 10});
+  } catch (const std::bad_alloc& err) {  // still a bad_alloc for code that catches that
+    e = err.what();
+  }
+  MESSAGE(e);
+  CHECK(e == "out of memory allocating 4.5 PB (4503599627370496 bytes) for a float32 tensor (1048576,1048576,1024) on cpu");
+  CHECK(bytes_str(999) == "999 bytes");
+  CHECK(bytes_str(8'112'000'000) == "8.1 GB (8112000000 bytes)");
+#endif
+}

@@ -1,9 +1,15 @@
 #include "train/predict.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <stdexcept>
 #include <tuple>
@@ -11,6 +17,7 @@
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "data/resize.h"
+#include "data/rle.h"
 #include "nn/checkpoint.h"
 #include "tensor/file_util.h"
 #include "tensor/parallel.h"
@@ -354,6 +361,130 @@ void write_submission_csv(const std::string& path, const std::vector<std::pair<s
     text += name + ',' + rle + '\n';
   }
   write_file_atomic(path, text);
+}
+
+namespace {
+
+// A file created and removed in `dir`: the one test of "can I write here" that sees permissions,
+// read-only mounts and root alike (access() says yes to root on a read-only mount).
+void probe_folder(const std::string& dir, const std::string& path, const char* what_to_do) {
+  const std::string probe = (std::filesystem::path(dir) / (".write_check." + std::to_string(::getpid()))).string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0)
+    throw std::runtime_error(path + ": cannot write there: the folder " + dir + " takes no new file (" +
+                             std::strerror(errno) + "); " + what_to_do);
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+}  // namespace
+
+void check_output_folder(const std::string& folder) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(folder, ec);
+  if (ec)
+    throw std::runtime_error(folder + ": cannot create the output folder (" + ec.message() +
+                             "); pick another --output or fix the permissions of its parent");
+  if (!fs::is_directory(folder, ec))
+    throw std::runtime_error(folder + ": is not a folder; pick another --output");
+  probe_folder(folder, folder, "pick another --output or fix its permissions");
+}
+
+void check_output_file(const std::string& path) {
+  namespace fs = std::filesystem;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {  // follows symlinks: what a write reaches
+    if (S_ISDIR(st.st_mode))
+      throw std::runtime_error(path + ": is a folder; give a file name, such as " +
+                               (fs::path(path) / "submission.csv").string());
+    if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
+      if (::access(path.c_str(), W_OK) != 0)
+        throw std::runtime_error(path + ": cannot write there (" + std::strerror(errno) + ")");
+      return;
+    }
+    if (!S_ISREG(st.st_mode))
+      throw std::runtime_error(path + ": is neither a regular file, a FIFO nor a character device; pick another path");
+  }
+  std::error_code ec;
+  fs::path target = fs::weakly_canonical(path, ec);  // a symlink's target is what gets replaced
+  if (ec) target = path;
+  std::string dir = target.parent_path().string();
+  if (dir.empty()) dir = ".";
+  if (!fs::is_directory(dir, ec))
+    throw std::runtime_error(path + ": cannot write there: the folder " + dir +
+                             " does not exist; create it first or pick another path");
+  probe_folder(dir, path, "pick another path or fix the folder's permissions");
+}
+
+PredictReport predict_files(const Predictor& predictor, const std::vector<std::string>& photos,
+                            const PredictOptions& options,
+                            const std::function<void(const std::string&, const std::string&)>& on_skip) {
+  namespace fs = std::filesystem;
+  if (options.batch_size < 1)
+    throw std::invalid_argument("predict_files: batch_size must be at least 1, got " + std::to_string(options.batch_size));
+  PredictReport report;
+  std::vector<std::pair<std::string, std::string>> rows;  // the submission
+  double car_fraction = 0;
+  std::string bad_photo;      // the unreadable photo that stopped the run
+  bool writing_rle = false;   // the error came from the submission itself: no point writing it again
+  try {
+    const auto batch = static_cast<size_t>(options.batch_size);
+    for (size_t b = 0; b < photos.size(); b += batch) {
+      std::vector<Image> images;
+      std::vector<std::string> names;  // the photo of each image
+      std::exception_ptr stop;         // the first unreadable photo without skip_bad: stops after this batch
+      for (size_t i = b; i < photos.size() && i < b + batch && !stop; ++i) {
+        try {
+          images.push_back(data::read_image(photos[i]));
+          names.push_back(photos[i]);
+        } catch (const std::exception& e) {
+          if (!options.skip_bad) {
+            stop = std::current_exception();
+            bad_photo = photos[i];
+            break;
+          }
+          report.skipped.emplace_back(photos[i], e.what());
+          if (on_skip) on_skip(photos[i], e.what());
+        }
+      }
+      const std::vector<Image> masks = images.empty() ? std::vector<Image>{} : predictor.predict_mask(images, options.threshold);
+      for (size_t k = 0; k < masks.size(); ++k) {
+        const std::string stem = (fs::path(options.output) / fs::path(names[k]).stem()).string();
+        Image out = masks[k];
+        int64_t car = 0;
+        for (uint8_t& v : out.pixels) car += v, v = v ? 255 : 0;
+        data::write_png(stem + "_mask.png", out);
+        if (options.overlay) data::write_png(stem + "_overlay.png", overlay(images[k], masks[k]));
+        if (!options.rle.empty()) rows.emplace_back(fs::path(names[k]).filename().string(), data::rle_encode(masks[k]));
+        car_fraction += static_cast<double>(car) / static_cast<double>(out.numel());
+        ++report.done;
+      }
+      if (stop) std::rethrow_exception(stop);
+    }
+    writing_rle = true;
+    if (!options.rle.empty() && report.done > 0) write_submission_csv(options.rle, rows);
+  } catch (const std::exception& e) {
+    // What is done stays: the masks are on disk, the submission gets their rows.
+    std::string kept = std::to_string(report.done) + " of " + std::to_string(photos.size()) +
+                       " photos were written to " + options.output + "/";
+    if (!options.rle.empty() && !rows.empty() && !writing_rle) {
+      try {
+        write_submission_csv(options.rle, rows);
+        kept += ", their " + std::to_string(rows.size()) + " rows to " + options.rle;
+      } catch (const std::exception& w) {
+        kept += "; their rows could not be written: " + std::string(w.what());
+      }
+    }
+    const std::string next = bad_photo.empty() ? "fix the cause and run again"
+                                               : "fix or remove " + bad_photo +
+                                                     " and run again, or add --skip-bad to skip unreadable photos";
+    throw std::runtime_error(std::string(e.what()) + " (" + kept + "; " + next + ")");
+  }
+  if (report.done == 0 && !report.skipped.empty())
+    throw std::runtime_error("all " + std::to_string(photos.size()) + " photos were unreadable; nothing was written");
+  if (report.done > 0) report.mean_car_fraction = car_fraction / static_cast<double>(report.done);
+  return report;
 }
 
 }  // namespace tl::train

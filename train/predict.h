@@ -13,6 +13,7 @@
 //      (probability_to_frame), never through 8 bits;
 //   4. thresholded: probability > threshold is car (1), else 0.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -111,5 +112,42 @@ std::vector<std::string> list_photos(const std::string& path);
 // A Kaggle submission: header "img,rle_mask", then one "name,rle" row per entry, written atomically
 // (tl::write_file_atomic). Throws naming the file.
 void write_submission_csv(const std::string& path, const std::vector<std::pair<std::string, std::string>>& rows);
+
+// Output checks made before the first photo is read, so that a long run never fails at its end on a
+// path it could have refused at its start. Errors are std::runtime_error naming the path and what to do.
+//   check_output_folder: creates `folder` when missing; it must be a folder that takes a new file
+//     (a file is created and removed in it: this sees permissions, read-only mounts and root alike).
+//   check_output_file: `path` is an existing FIFO or character device open for writing (/dev/stdout),
+//     or a regular file or a new name (through symlinks: their target) whose folder exists and takes
+//     a new file. A folder or another special file is refused.
+void check_output_folder(const std::string& folder);
+void check_output_file(const std::string& path);
+
+// predict_unet's run over files: for each photo (in batches of options.batch_size, one forward per
+// batch) <output>/<stem>_mask.png (0/255), with overlay also <stem>_overlay.png, and, when rle is
+// set, the submission CSV (one row per photo done, in order) written once at the end.
+//   A photo that cannot be read (missing, undecodable, over the pixel limit, ...): with skip_bad it is
+//   skipped and reported (on_skip, then in PredictReport::skipped) and the run goes on; the run fails
+//   only when every photo was skipped. Without skip_bad the run stops there, after the photos before it
+//   in its batch are written.
+//   On any stop by error the masks written stay, the submission gets the rows of the photos done, and
+//   the error (std::runtime_error) keeps the cause's message first, then says what was kept and how
+//   to go on.
+struct PredictOptions {
+  std::string output;  // folder of the masks; it must exist
+  std::string rle;     // the submission CSV; empty: none
+  double threshold = 0.5;
+  int64_t batch_size = 4;
+  bool overlay = false;
+  bool skip_bad = false;
+};
+struct PredictReport {
+  int64_t done = 0;                                         // photos whose files were written
+  std::vector<std::pair<std::string, std::string>> skipped;  // (photo, why), in order
+  double mean_car_fraction = 0;                             // over the photos done
+};
+PredictReport predict_files(const Predictor& predictor, const std::vector<std::string>& photos,
+                            const PredictOptions& options,
+                            const std::function<void(const std::string& photo, const std::string& why)>& on_skip = {});
 
 }  // namespace tl::train
