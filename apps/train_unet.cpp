@@ -1,11 +1,14 @@
 // train_unet: trains the UNet on Carvana-layout data (or the built-in synthetic set). See --help.
 #include <unistd.h>
 
+#include <csignal>
 #include <ctime>
 #include <filesystem>
 #include <iostream>
 
+#include "data/image.h"
 #include "train/cli.h"
+#include "train/run_folder.h"
 #include "train/trainer.h"
 
 namespace {
@@ -25,14 +28,15 @@ int main(int argc, char** argv) {
   return tl::cli::run_main("train_unet", [&] {
     tl::train::TrainConfig c;
     std::string image_size = "160x240", features = "64,128,256,512", weight_decay = "auto";
-    int64_t split_seed = c.split_seed, seed = c.seed;
+    int64_t split_seed = c.split_seed, seed = c.seed, max_pixels = tl::data::kDefaultMaxImagePixels;
     bool no_augment = false;
     tl::cli::Flags f("train_unet",
                      "Trains the UNet of DESIGN.md for car segmentation on the Kaggle Carvana layout\n"
                      "(DIR/train/*.jpg, DIR/train_masks/*_mask.gif|png) or on split CSVs (header image,mask).\n"
                      "Without --data-dir it generates a synthetic Carvana-like set into OUT/synthetic and trains on it.\n"
                      "Writes OUT/config.json, metrics.csv, log.txt, train.csv, val.csv, last.safetensors and\n"
-                     "best.safetensors (by validation dice). Ctrl-C saves last.safetensors and stops;\n"
+                     "best.safetensors (by validation dice). Ctrl-C, SIGTERM or SIGHUP saves last.safetensors and\n"
+                     "stops (exit status 128 + the signal);\n"
                      "--resume OUT/last.safetensors continues exactly where the run stopped.");
     f.add("--data-dir", &c.data_dir, "Kaggle-layout folder (empty: the synthetic set)");
     f.add("--train-csv", &c.train_csv, "training split file (with --val-csv; instead of --data-dir)");
@@ -59,21 +63,28 @@ int main(int argc, char** argv) {
     f.add("--workers", &c.workers, "loader threads that prepare batches ahead");
     f.add_switch("--no-augment", &no_augment, "train without rotation and flips");
     f.add_switch("--skip-bad", &c.skip_bad, "skip (and count) unreadable or mismatched samples instead of stopping");
+    f.add("--max-pixels", &max_pixels,
+          "refuse an image or mask whose header declares more pixels (H*W) than this, before decoding it");
     f.add("--out", &c.out, "run folder (none: runs/train_<date>-<time>, or with --resume the checkpoint's folder)");
     f.add("--resume", &c.resume, "continue the run that wrote this checkpoint (last.safetensors)");
     f.add("--max-steps", &c.max_steps, "stop after this many steps in all, saving last.safetensors (0: no limit)");
     f.add_switch("--quiet", &c.quiet, "no progress bar, only the epoch lines");
     if (!f.parse(argc, argv)) return 0;
+    if (max_pixels < 1) throw UsageError("--max-pixels: expected at least 1, got " + std::to_string(max_pixels));
+    tl::data::set_max_image_pixels(max_pixels);
 
     if (!c.resume.empty()) {
       // The run's own settings come from the checkpoint; only these may change on a resume.
       const std::vector<std::string> free_flags = {"--resume", "--epochs", "--max-steps", "--quiet", "--threads",
-                                                   "--workers", "--out", "--device", "--tf32"};
+                                                   "--workers", "--out", "--device", "--tf32", "--max-pixels"};
       for (const char* name : {"--data-dir", "--train-csv", "--val-csv", "--val-fraction", "--split-seed", "--synthetic-count",
                                "--image-size", "--batch-size", "--lr", "--optimizer", "--weight-decay", "--scheduler",
                                "--loss", "--activation", "--features", "--conv-bias", "--seed", "--no-augment", "--skip-bad"})
         if (f.was_set(name))
           throw UsageError(std::string(name) + " cannot change on --resume: the run's settings come from the checkpoint");
+      // A kill may have left the checkpoint pair one save apart: repaired first (or the folder named
+      // as one to start over).
+      for (const std::string& note : tl::train::repair_for_resume(c.resume)) std::cout << note << "\n";
       if (!std::filesystem::exists(c.resume)) throw std::runtime_error(c.resume + ": no such file");
       tl::train::TrainConfig r = tl::train::config_from_checkpoint(c.resume);
       if (f.was_set("--epochs")) r.epochs = c.epochs;
@@ -102,7 +113,10 @@ int main(int argc, char** argv) {
       if (c.weight_decay < -0.0 && weight_decay != "auto") throw UsageError("--weight-decay: must not be negative");
       if (c.out.empty()) c.out = default_out();
       if (!c.data_dir.empty() && !std::filesystem::is_directory(c.data_dir))
-        throw std::runtime_error("--data-dir " + c.data_dir + ": no such folder");
+        throw std::runtime_error("--data-dir " + c.data_dir +
+                                 (std::filesystem::exists(c.data_dir)
+                                      ? ": is a file, not a folder (give the folder that holds train/ and train_masks/)"
+                                      : ": no such folder"));
       try {
         c.validate();
       } catch (const std::invalid_argument& e) {
@@ -112,7 +126,7 @@ int main(int argc, char** argv) {
     const bool tty = ::isatty(STDOUT_FILENO) != 0;
     try {
       const tl::train::TrainResult r = tl::train::train(c, std::cout, tty);
-      if (r.stop == tl::train::StopReason::Interrupted) return 130;
+      if (r.stop == tl::train::StopReason::Interrupted) return 128 + (r.signal ? r.signal : SIGINT);
     } catch (const tl::train::TrainingDiverged& e) {
       std::cerr << "train_unet: " << e.what() << "\n";
       return 3;

@@ -21,6 +21,13 @@ namespace tl::data {
 
 namespace fs = std::filesystem;
 
+bool has_angle_suffix(const std::string& image_path) {
+  const std::string stem = fs::path(image_path).stem().string();
+  const size_t cut = stem.rfind('_');
+  return cut != std::string::npos && cut + 1 < stem.size() && cut > 0 &&
+         stem.find_first_not_of("0123456789", cut + 1) == std::string::npos;
+}
+
 std::string car_id(const std::string& image_path) {
   const std::string stem = fs::path(image_path).stem().string();
   const size_t cut = stem.rfind('_');
@@ -126,6 +133,8 @@ void write_split_csv(const std::string& path, const std::vector<Sample>& samples
 }
 
 std::vector<Sample> read_split_csv(const std::string& path) {
+  // A folder opens as a stream on Linux and fails only on the first read, with a library message.
+  if (fs::is_directory(path)) throw std::runtime_error(path + ": is a folder, not a split file (CSV with the header image,mask)");
   std::ifstream file(path, std::ios::binary);
   if (!file) {
     const int err = errno;

@@ -20,6 +20,9 @@ struct Sample {
 // The car of a photo: its file name without folder and extension, up to the last '_'
 // ("train/0cdf5b5d0ce1_07.jpg" -> "0cdf5b5d0ce1"). A name without '_' is its own id.
 std::string car_id(const std::string& image_path);
+// Whether the file name ends in the Kaggle angle suffix `_NN` (digits after the last '_'): without it
+// car_id is the whole name, one car per image, and the split cannot keep a car's photos together.
+bool has_angle_suffix(const std::string& image_path);
 
 // Splits `all` into (train, validation) so that no car is on both sides. The result depends only on
 // the set of samples, val_fraction and seed, not on the input order:

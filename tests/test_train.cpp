@@ -11,9 +11,11 @@
 #include <sstream>
 #include <thread>
 
+#include "data/image.h"
 #include "nn/safetensors.h"
 #include "tests/test_util.h"
 #include "train/metrics.h"
+#include "train/run_folder.h"
 #include "train/trainer.h"
 
 #if TL_WITH_CUDA
@@ -235,6 +237,48 @@ TEST_CASE("train: Ctrl-C saves last.safetensors and the run resumes from it") {
   CHECK(done.epochs_done == resumed.epochs);
 }
 
+TEST_CASE("train: data that cannot be split by car is one clear error, or a warning") {
+  TempDir dir;
+  // A Kaggle layout of 48x64 photos with the given stems.
+  auto layout = [&](const std::string& name, const std::vector<std::string>& stems) {
+    const fs::path root = dir.path / name;
+    fs::create_directories(root / "train");
+    fs::create_directories(root / "train_masks");
+    for (const std::string& stem : stems) {
+      data::write_jpeg((root / "train" / (stem + ".jpg")).string(), data::Image::blank(48, 64, 3, 120));
+      data::write_png((root / "train_masks" / (stem + "_mask.png")).string(), data::Image::blank(48, 64, 1, 255));
+    }
+    return root.string();
+  };
+  TrainConfig c = small_config(dir.path / "one_car");
+  c.data_dir = layout("one", {"car1_01", "car1_02"});
+  c.height = 48;
+  c.width = 64;
+  std::ostringstream console;
+  CHECK_THROWS_WITH_AS(train::train(c, console, false),
+                       doctest::Contains("the validation split is empty: the data holds one car (car1, 2 images)"),
+                       std::runtime_error);
+
+  // Names without the _NN angle suffix: each is its own car, and the run says so.
+  c = small_config(dir.path / "no_suffix");
+  c.data_dir = layout("flat", {"alpha", "beta", "gamma_03", "delta_x"});
+  c.height = 48;
+  c.width = 64;
+  c.epochs = 1;
+  c.quiet = false;
+  std::ostringstream out;
+  train::train(c, out, false);
+  CHECK_MESSAGE(out.str().find("warning: 3 of 4 image names have no _NN angle suffix (e.g. alpha.jpg)") != std::string::npos,
+                out.str());
+
+  // A folder given as a split file.
+  c = small_config(dir.path / "csv_folder");
+  c.train_csv = dir.path.string();
+  c.val_csv = dir.path.string();
+  CHECK_THROWS_WITH_AS(train::train(c, console, false), doctest::Contains(": is a folder, not a split file"),
+                       std::runtime_error);
+}
+
 TEST_CASE("train: a diverging run stops with a clear error and writes no bad checkpoint") {
   TempDir dir;
   TrainConfig c = small_config(dir.path / "run");
@@ -243,4 +287,198 @@ TEST_CASE("train: a diverging run stops with a clear error and writes no bad che
   std::ostringstream console;
   CHECK_THROWS_WITH_AS(train::train(c, console, false), doctest::Contains("training stopped"), TrainingDiverged);
   CHECK_FALSE(fs::exists(dir.path / "run" / "last.safetensors"));
+}
+
+// ---- the run folder (train/run_folder.h): ctest runs these as test_train_run_folder, label reliability ----
+
+namespace {
+
+// A tiny run: two cars of 8 views at 32x48, widths 4,8, one thread.
+TrainConfig tiny_config(const fs::path& out) {
+  TrainConfig c = small_config(out);
+  c.synthetic_count = 16;
+  c.val_fraction = 0.5;
+  c.height = 32;
+  c.width = 48;
+  c.features = {4, 8};
+  c.batch_size = 2;
+  c.threads = 1;
+  return c;
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream f(p, std::ios::binary);
+  f << text;
+}
+
+// As the trainer replaces files: a new file under the name (last and best may be one file, linked).
+void replace_with(const fs::path& from, const fs::path& to) {
+  fs::remove(to);
+  fs::copy_file(from, to);
+}
+
+int64_t epoch_of(const fs::path& checkpoint) {
+  return std::stoll(safetensors::load(checkpoint.string()).metadata.at("epoch"));
+}
+
+}  // namespace
+
+TEST_CASE("run folder: an ordinary folder holding a file the run would write is refused, untouched") {
+  TempDir dir;
+  const fs::path out = dir.path / "mine";
+  fs::create_directories(out);
+  write_text(out / "train.csv", "my own notes\n");
+  write_text(out / "config.json", "{\"editor\": \"mine\"}\n");
+  std::ostringstream console;
+  CHECK_THROWS_WITH_AS(train::train(tiny_config(out), console, false),
+                       doctest::Contains("holds config.json, train.csv, which this run would overwrite, and is not a run folder"),
+                       std::runtime_error);
+  CHECK(read_text(out / "train.csv") == "my own notes\n");
+  CHECK(read_text(out / "config.json") == "{\"editor\": \"mine\"}\n");
+  CHECK_FALSE(fs::exists(out / "val.csv"));
+  CHECK_FALSE(fs::exists(out / "log.txt"));
+  // Files the run never writes are no reason to refuse, and stay.
+  fs::remove(out / "train.csv");
+  fs::remove(out / "config.json");
+  write_text(out / "README", "keep\n");
+  const TrainResult r = train::train(tiny_config(out), console, false);
+  CHECK(r.stop == StopReason::Finished);
+  CHECK(read_text(out / "README") == "keep\n");
+}
+
+TEST_CASE("run folder: a run stopped before its first checkpoint is restartable, and says how") {
+  TempDir dir;
+  const fs::path out = dir.path / "run";
+  std::ostringstream console;
+  TrainConfig c = tiny_config(out);
+  train::train(c, console, false);
+  // What a kill after metrics.csv and before the first checkpoint leaves.
+  fs::remove(out / "last.safetensors");
+  fs::remove(out / "best.safetensors");
+  // Temporary files: ours of a process that is gone (no process has the largest pid), ours of a live
+  // process (pid 1), and another program's.
+  write_text(out / "last.safetensors.tmp.2147483646.next", "half a checkpoint");
+  write_text(out / "metrics.csv.tmp.2147483646.7", "half a table");
+  write_text(out / "best.safetensors.tmp.1.link", "a live writer's");
+  write_text(out / "notes.txt.tmp.2147483646.1", "not ours");
+  TrainConfig resume = c;
+  resume.resume = (out / "last.safetensors").string();
+  CHECK_THROWS_WITH_AS(train::train(resume, console, false),
+                       doctest::Contains("stopped before its first checkpoint, so there is nothing to resume; it is restartable: "
+                                         "start it over with: train_unet"),
+                       std::runtime_error);
+  CHECK(restart_command(c).find("--features 4,8 --epochs 2 --batch-size 2 --lr 0.003") != std::string::npos);
+  CHECK(inspect_run_folder(out, c) == FolderState::Restartable);
+  std::ostringstream again;
+  const TrainResult r = train::train(c, again, false);
+  CHECK(r.stop == StopReason::Finished);
+  CHECK(again.str().find("starting over: " + out.string() + " held a run that stopped before its first checkpoint") !=
+        std::string::npos);
+  CHECK_FALSE(fs::exists(out / "last.safetensors.tmp.2147483646.next"));
+  CHECK_FALSE(fs::exists(out / "metrics.csv.tmp.2147483646.7"));
+  CHECK(fs::exists(out / "best.safetensors.tmp.1.link"));
+  CHECK(fs::exists(out / "notes.txt.tmp.2147483646.1"));
+  fs::remove(out / "best.safetensors.tmp.1.link");
+  CHECK(inspect_run_folder(out, c) == FolderState::Resumable);
+  const std::string refusal = "already holds a run (config.json, log.txt, train.csv, val.csv, metrics.csv, last.safetensors, "
+                              "best.safetensors, synthetic/); continue it with: train_unet --resume " +
+                              (out / "last.safetensors").string();
+  CHECK_THROWS_WITH_AS(train::train(c, again, false), doctest::Contains(refusal.c_str()), std::runtime_error);
+}
+
+TEST_CASE("run folder: resuming repairs a checkpoint pair that a kill left one save apart") {
+  TempDir dir;
+  const fs::path out = dir.path / "run";
+  std::ostringstream console;
+  TrainConfig c = tiny_config(out);
+  c.epochs = 3;
+  c.lr = 0.03;     // the best validation dice at epochs 1 and 3
+  c.max_steps = 8;  // the end of epoch 2 of 3
+  train::train(c, console, false);
+  const fs::path older = dir.path / "older.safetensors";
+  fs::copy_file(out / "last.safetensors", older);  // epoch 2, best epoch 1
+  TrainConfig resume = c;
+  resume.max_steps = 0;
+  resume.resume = (out / "last.safetensors").string();
+  train::train(resume, console, false);
+  REQUIRE(safetensors::load((out / "last.safetensors").string()).metadata.at("train.best_epoch") == "3");
+  REQUIRE(epoch_of(out / "best.safetensors") == 3);
+
+  SUBCASE("killed between linking best and renaming last: last rolls forward to best") {
+    replace_with(older, out / "last.safetensors");
+    const std::vector<std::string> notes = repair_for_resume((out / "last.safetensors").string());
+    REQUIRE(notes.size() == 1);
+    CHECK(notes[0].find("finished the interrupted save of epoch 3") != std::string::npos);
+    CHECK(epoch_of(out / "last.safetensors") == 3);
+  }
+  SUBCASE("killed in the old order, between renaming last and linking best: best is relinked to last") {
+    replace_with(older, out / "best.safetensors");
+    const std::vector<std::string> notes = repair_for_resume((out / "last.safetensors").string());
+    REQUIRE(notes.size() == 1);
+    CHECK(notes[0].find("repaired " + (out / "best.safetensors").string() + ": it held epoch 2, the best epoch is 3") !=
+          std::string::npos);
+    CHECK(epoch_of(out / "best.safetensors") == 3);
+    CHECK(read_text(out / "log.txt").find(notes[0]) != std::string::npos);
+  }
+  SUBCASE("best missing") {
+    fs::remove(out / "best.safetensors");
+    CHECK(repair_for_resume((out / "last.safetensors").string()).size() == 1);
+    CHECK(epoch_of(out / "best.safetensors") == 3);
+  }
+  CHECK(repair_for_resume((out / "last.safetensors").string()).empty());  // nothing left to do
+  // And the resumed run goes on from there.
+  resume.epochs = 4;
+  CHECK(train::train(resume, console, false).epochs_done == 4);
+}
+
+TEST_CASE("run folder: SIGTERM and SIGHUP stop the run as Ctrl-C does, with a checkpoint") {
+  for (const int sig : {SIGTERM, SIGHUP}) {
+    const auto previous = std::signal(sig, SIG_DFL);  // a SIGHUP ignored (nohup) would stay ignored
+    TempDir dir;
+    TrainConfig c = tiny_config(dir.path / "run");
+    c.epochs = 500;  // far longer than the test waits
+    std::ostringstream console;
+    TrainResult r;
+    std::thread run([&] { r = train::train(c, console, false); });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (!fs::exists(dir.path / "run" / "metrics.csv") && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::raise(sig);
+    run.join();
+    CHECK(r.stop == StopReason::Interrupted);
+    CHECK(r.signal == sig);
+    CHECK(console.str().find(sig == SIGTERM ? "interrupted by SIGTERM" : "interrupted by SIGHUP") != std::string::npos);
+    CHECK(inspect_run_folder(dir.path / "run", c) == FolderState::Resumable);
+    std::signal(sig, previous);
+  }
+}
+
+TEST_CASE("run folder: fatal errors reach log.txt with what to do; --threads has a bound") {
+  TempDir dir;
+  std::ostringstream console;
+  TrainConfig c = tiny_config(dir.path / "run");
+  c.optimizer = "sgd";
+  c.lr = 1e30;
+  CHECK_THROWS_AS(train::train(c, console, false), TrainingDiverged);
+  CHECK(read_text(dir.path / "run" / "log.txt").find("error: the loss is") != std::string::npos);
+
+  write_text(dir.path / "split.csv", "image,mask\n" + (dir.path / "none.jpg").string() + "," +
+                                         (dir.path / "none.png").string() + "\n");
+  c = tiny_config(dir.path / "csv");
+  c.train_csv = c.val_csv = (dir.path / "split.csv").string();
+  std::string message;
+  try {
+    train::train(c, console, false);
+  } catch (const std::runtime_error& e) {
+    message = e.what();
+  }
+  CHECK(message.find("none.jpg") != std::string::npos);
+  CHECK(message.find("the run folder is restartable: start it over with: train_unet --train-csv") != std::string::npos);
+  CHECK(read_text(dir.path / "csv" / "log.txt").find("error: " + message) != std::string::npos);
+
+  c = tiny_config(dir.path / "x");
+  c.threads = 100000;
+  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("--threads 100000: at most"), std::invalid_argument);
+  c.threads = 1;
+  CHECK_NOTHROW(c.validate());
 }

@@ -1,18 +1,16 @@
 #include "train/trainer.h"
 
-#include <unistd.h>
-
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <ostream>
 #include <sstream>
+#include <thread>
 
 #include "autograd/grad_mode.h"
 #include "data/dataset.h"
@@ -22,11 +20,11 @@
 #include "nn/checkpoint.h"
 #include "nn/lr_scheduler.h"
 #include "nn/unet.h"
-#include "tensor/file_util.h"
 #include "tensor/parallel.h"
 #include "tensor/precision.h"
 #include "train/metrics.h"
 #include "train/progress.h"
+#include "train/run_folder.h"
 
 namespace fs = std::filesystem;
 
@@ -73,22 +71,6 @@ std::vector<int64_t> split_ints(const std::string& key, const std::string& text)
   return out;
 }
 
-// `to` becomes the same file as `from` without writing it again: a hard link made beside `to`, then
-// renamed over it (atomic). Writers replace files by renaming new ones over them, so a later
-// last.safetensors never changes best.safetensors. Where hard links are not available, `write` is
-// called instead.
-void share_file(const fs::path& from, const fs::path& to, const std::function<void()>& write) {
-  const fs::path tmp = to.string() + ".link." + std::to_string(::getpid());
-  std::error_code ec;
-  fs::remove(tmp, ec);
-  fs::create_hard_link(from, tmp, ec);
-  if (!ec) fs::rename(tmp, to, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    write();
-  }
-}
-
 // Turns TF32 GEMMs on for a run when asked, and restores the process's setting after it.
 struct Tf32Scope {
   bool previous;
@@ -100,44 +82,36 @@ struct Tf32Scope {
   Tf32Scope& operator=(const Tf32Scope&) = delete;
 };
 
-// ---- Ctrl-C ------------------------------------------------------------------------------------
+// ---- stop signals --------------------------------------------------------------------------------
 
-volatile std::sig_atomic_t g_interrupted = 0;
-extern "C" void on_sigint(int) { g_interrupted = 1; }
+// The signal that asked the run to stop (SIGINT, SIGTERM or SIGHUP), 0 while none has.
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+  std::signal(sig, SIG_DFL);  // a second one kills as usual
+}
 
-// Catches SIGINT for the scope of a run; a second Ctrl-C after the first is seen kills as usual.
-struct SigintScope {
+// Catches Ctrl-C, SIGTERM and SIGHUP for the scope of a run: the current step finishes, the run
+// saves last.safetensors and stops. A SIGHUP that the process ignores (nohup) stays ignored.
+struct StopSignals {
   using Handler = void (*)(int);
-  Handler previous;
-  SigintScope() {
-    g_interrupted = 0;
-    previous = std::signal(SIGINT, on_sigint);
+  static constexpr int kSignals[3] = {SIGINT, SIGTERM, SIGHUP};
+  Handler previous[3];
+  StopSignals() {
+    g_stop_signal = 0;
+    for (int i = 0; i < 3; ++i) {
+      previous[i] = std::signal(kSignals[i], on_stop_signal);
+      if (kSignals[i] == SIGHUP && previous[i] == SIG_IGN) std::signal(SIGHUP, SIG_IGN);
+    }
   }
-  ~SigintScope() { std::signal(SIGINT, previous == SIG_ERR ? SIG_DFL : previous); }
+  ~StopSignals() {
+    for (int i = 0; i < 3; ++i) std::signal(kSignals[i], previous[i] == SIG_ERR ? SIG_DFL : previous[i]);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
 };
 
-// ---- metrics.csv ---------------------------------------------------------------------------------
-
-// The rows of an earlier metrics.csv for epochs 1..keep (a resumed run continues after them).
-std::vector<std::string> read_metric_rows(const fs::path& path, int64_t keep) {
-  std::vector<std::string> rows;
-  std::ifstream f(path);
-  if (!f) return rows;
-  std::string line;
-  std::getline(f, line);  // header
-  while (std::getline(f, line)) {
-    if (line.empty()) continue;
-    const long long epoch = std::strtoll(line.c_str(), nullptr, 10);
-    if (epoch >= 1 && epoch <= keep) rows.push_back(line);
-  }
-  return rows;
-}
-
-void write_metric_rows(const fs::path& path, const std::vector<std::string>& rows) {
-  std::string text = std::string(kMetricsColumns) + "\n";
-  for (const std::string& r : rows) text += r + "\n";
-  write_file_atomic(path.string(), text);
-}
+std::string signal_name(int sig) { return sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "Ctrl-C (SIGINT)"; }
 
 // ---- checkpoint metadata of the training position ---------------------------------------------------
 
@@ -245,11 +219,11 @@ struct Splits {
   std::string source;  // for the log
 };
 
-Splits find_data(const TrainConfig& cfg, const fs::path& out, std::vector<std::string>& notes,
+Splits find_data(const TrainConfig& cfg, const RunFolder& folder, std::vector<std::string>& notes,
                  const std::function<void(const std::string&)>& say) {
   Splits s;
-  const fs::path train_csv = out / "train.csv", val_csv = out / "val.csv";
-  if (!cfg.resume.empty() && fs::exists(train_csv) && fs::exists(val_csv)) {
+  const fs::path train_csv = folder.file("train.csv"), val_csv = folder.file("val.csv");
+  if (!cfg.resume.empty() && folder.has_splits()) {
     s.train = data::read_split_csv(train_csv.string());
     s.val = data::read_split_csv(val_csv.string());
     s.source = "the run's split files " + train_csv.string() + " and " + val_csv.string();
@@ -262,7 +236,7 @@ Splits find_data(const TrainConfig& cfg, const fs::path& out, std::vector<std::s
   } else {
     fs::path dir = cfg.data_dir;
     if (dir.empty()) {
-      dir = out / "synthetic";
+      dir = folder.file("synthetic");
       data::SyntheticOptions so;
       so.seed = static_cast<uint64_t>(cfg.seed);
       const auto t0 = std::chrono::steady_clock::now();
@@ -275,14 +249,34 @@ Splits find_data(const TrainConfig& cfg, const fs::path& out, std::vector<std::s
     std::vector<std::string> skipped;
     const auto all = data::scan_kaggle_layout(dir.string(), cfg.skip_bad ? &skipped : nullptr);
     for (const std::string& k : skipped) notes.push_back(k + ": no mask");
+    const auto no_suffix = std::count_if(all.begin(), all.end(), [](const data::Sample& x) { return !data::has_angle_suffix(x.image); });
+    if (no_suffix > 0) {
+      const auto first = std::find_if(all.begin(), all.end(), [](const data::Sample& x) { return !data::has_angle_suffix(x.image); });
+      say("warning: " + std::to_string(no_suffix) + " of " + std::to_string(all.size()) +
+          " image names have no _NN angle suffix (e.g. " + fs::path(first->image).filename().string() +
+          "): each such image counts as its own car, so the split cannot keep a car's photos on one side");
+    }
     auto [train, val] = data::split_by_car(all, cfg.val_fraction, static_cast<uint64_t>(cfg.split_seed));
     s.train = std::move(train);
     s.val = std::move(val);
     s.source = dir.string() + " split by car (val fraction " + fixed(cfg.val_fraction, 2) + ", split seed " +
                std::to_string(cfg.split_seed) + ")";
   }
-  if (s.train.empty()) throw std::runtime_error("the training split is empty");
-  if (s.val.empty()) throw std::runtime_error("the validation split is empty");
+  auto empty_split = [&](const char* which, const std::vector<data::Sample>& other) {
+    std::vector<std::string> cars;
+    for (const auto& x : other) cars.push_back(data::car_id(x.image));
+    std::sort(cars.begin(), cars.end());
+    cars.erase(std::unique(cars.begin(), cars.end()), cars.end());
+    std::string why = "the " + std::string(which) + " split is empty";
+    if (!cfg.train_csv.empty()) return std::runtime_error(why + " (its split file has no rows)");
+    if (cars.size() == 1)
+      return std::runtime_error(why + ": the data holds one car (" + cars[0] + ", " + std::to_string(other.size()) +
+                                " images), and the split is by car, so it needs at least 2 cars (or give --train-csv and --val-csv)");
+    return std::runtime_error(why + " (" + std::to_string(other.size()) + " images of " + std::to_string(cars.size()) +
+                              " cars, --val-fraction " + fixed(cfg.val_fraction, 2) + ")");
+  };
+  if (s.train.empty()) throw empty_split("training", s.val);
+  if (s.val.empty()) throw empty_split("validation", s.train);
   return s;
 }
 
@@ -345,6 +339,11 @@ void TrainConfig::validate() const {
   if (!(lr > 0)) bad("--lr: must be positive, got " + exact(lr));
   if (max_steps < 0) bad("--max-steps: must be 0 (no limit) or positive, got " + std::to_string(max_steps));
   if (threads < 0) bad("--threads: must be 0 (all cores) or positive, got " + std::to_string(threads));
+  const int64_t hardware = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t max_threads = std::min<int64_t>(1024, 4 * hardware);
+  if (threads > max_threads)
+    bad("--threads " + std::to_string(threads) + ": at most " + std::to_string(max_threads) + " (4 per hardware thread, " +
+        std::to_string(hardware) + " here, and never more than 1024); 0 uses all cores");
   if (workers < 0) bad("--workers: must be 0 or positive, got " + std::to_string(workers));
   if (seed < 0 || split_seed < 0) bad("--seed and --split-seed must not be negative");
   if (out.empty()) bad("--out: a run folder is required");
@@ -454,248 +453,319 @@ TrainConfig config_from_checkpoint(const std::string& checkpoint) {
 
 // ---- the run -----------------------------------------------------------------------------------------
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One run's state and its steps; train() calls them in order.
+class Run {
+ public:
+  Run(const TrainConfig& cfg, Device device, RunFolder& folder, Progress& progress)
+      : cfg_(cfg), device_(device), folder_(folder), progress_(progress), gen_(static_cast<uint64_t>(cfg.seed)) {}
+
+  void say(const std::string& line) {
+    progress_.message(line);
+    folder_.log(line);
+  }
+
+  // The split (found, or read back on a resume), written into the folder, and decoded.
+  void load_data() {
+    std::vector<std::string> notes;
+    Splits splits = find_data(cfg_, folder_, notes, [&](const std::string& l) { say(l); });
+    if (cfg_.resume.empty() || !folder_.has_splits()) folder_.write_splits(splits.train, splits.val);
+    fault_point("data");
+    say("data: " + splits.source + "; train " + describe_cars(splits.train) + ", validation " + describe_cars(splits.val));
+    data::DatasetOptions dopt;
+    dopt.height = cfg_.height;
+    dopt.width = cfg_.width;
+    dopt.skip_bad = cfg_.skip_bad;
+    const auto load_start = Clock::now();
+    train_set_ = std::make_unique<data::SegmentationDataset>(splits.train, dopt);
+    val_set_ = std::make_unique<data::SegmentationDataset>(splits.val, dopt);
+    for (const auto* ds : {train_set_.get(), val_set_.get()})
+      for (const std::string& k : ds->skipped()) notes.push_back(k);
+    if (!notes.empty()) {
+      say("skipped " + std::to_string(notes.size()) + " bad sample(s) (--skip-bad):");
+      for (const std::string& n : notes) say("  " + n);
+    }
+    say("decoded and resized to " + std::to_string(cfg_.height) + "x" + std::to_string(cfg_.width) + " in " +
+        fixed(std::chrono::duration<double>(Clock::now() - load_start).count(), 1) + " s");
+  }
+
+  // The UNet (initialized on the CPU: the same weights on any device), its optimizer and schedule.
+  void build_model() {
+    mc_.features = cfg_.features;
+    mc_.activation = cfg_.activation;
+    mc_.conv_bias = cfg_.conv_bias;
+    model_ = std::make_shared<nn::UNet>(mc_, &gen_);
+    model_->to(device_);  // before the optimizer, whose state is made on the parameters' device
+    optimizer_ = make_optimizer(cfg_, model_->named_parameters());
+    schedule_ = std::make_unique<Schedule>(cfg_, *optimizer_);
+  }
+
+  // Weights, optimizer, schedule, position and partial metrics from cfg.resume.
+  void restore() {
+    const nn::Checkpoint ckpt = nn::load_checkpoint(cfg_.resume);
+    if (ckpt.config.features != mc_.features || ckpt.config.activation != mc_.activation || ckpt.config.conv_bias != mc_.conv_bias)
+      throw std::runtime_error(cfg_.resume + ": its model config does not match the run's");
+    model_->load_state_dict(ckpt.model_state);
+    if (ckpt.optim_state.empty()) throw std::runtime_error(cfg_.resume + ": holds no optimizer state, cannot resume from it");
+    optimizer_->load_state_dict(ckpt.optim_state);
+    schedule_->load(ckpt);
+    epoch_ = ckpt.state.epoch;
+    step_ = ckpt.state.step;
+    first_batch_ = std::stoll(meta(ckpt, "train.batch_in_epoch"));
+    partial_ = metrics_from_text(meta(ckpt, "train.partial_metrics"));
+    carried_seconds_ = std::stod(meta(ckpt, "train.epoch_seconds"));
+    result_.best_val_dice = std::stod(meta(ckpt, "train.best_val_dice"));
+    result_.best_epoch = std::stoll(meta(ckpt, "train.best_epoch"));
+    rows_ = folder_.metric_rows(epoch_);
+    say("resumed from " + cfg_.resume + ": epoch " + std::to_string(epoch_ + 1) + ", batch " + std::to_string(first_batch_) +
+        ", step " + std::to_string(step_));
+  }
+
+  void describe() {
+    say("model: UNet features " + join(cfg_.features) + ", " + cfg_.activation + ", " + std::to_string(model_->num_parameters()) +
+        " parameters; " + cfg_.optimizer + " lr " + fixed6(cfg_.lr) + ", weight decay " + exact(cfg_.resolved_weight_decay()) +
+        ", schedule " + cfg_.scheduler + ", loss " + cfg_.loss + "; batch " + std::to_string(cfg_.batch_size) + ", " +
+        std::to_string(get_num_threads()) + " threads, " + std::to_string(cfg_.workers) + " loader workers, device " +
+        device_.str() + (cfg_.device == "auto" ? " (auto)" : "") +
+        (device_.is_cuda() ? std::string(", TF32 GEMMs ") + (allow_tf32() ? "on" : "off")
+                           : std::string(allow_tf32() ? "; TF32 does not apply on the CPU" : "")));
+  }
+
+  void start_loaders() {
+    data::LoaderOptions tl_opt;
+    tl_opt.batch_size = cfg_.batch_size;
+    tl_opt.workers = cfg_.workers;
+    tl_opt.seed = static_cast<uint64_t>(cfg_.seed);
+    tl_opt.augment.enabled = cfg_.augment;
+    data::LoaderOptions vl_opt = tl_opt;
+    vl_opt.shuffle = false;
+    vl_opt.augment.enabled = false;
+    train_loader_ = std::make_unique<data::BatchLoader>(*train_set_, tl_opt);
+    val_loader_ = std::make_unique<data::BatchLoader>(*val_set_, vl_opt);
+    stager_ = std::make_unique<data::DeviceStager>(device_);  // pinned staging ring on a GPU, a pass-through on the CPU
+    result_.epochs_done = epoch_;
+  }
+
+  bool epochs_left() const { return epoch_ < cfg_.epochs; }
+
+  // Trains the rest of the current epoch. False when it stopped inside the epoch (a signal or
+  // --max-steps); last.safetensors then holds the position.
+  bool train_epoch() {
+    epoch_start_ = Clock::now();
+    carried_ = carried_seconds_;
+    carried_seconds_ = 0;
+    train_m_ = partial_;
+    partial_ = {};
+    train_loader_->start_epoch(epoch_, first_batch_);
+    progress_.start_epoch(epoch_ + 1, cfg_.epochs, train_loader_->batches_per_epoch(), first_batch_);
+    model_->train();
+    data::Batch batch;
+    int64_t b = first_batch_;
+    first_batch_ = 0;
+    for (;;) {
+      if (cfg_.max_steps && step_ >= cfg_.max_steps) { result_.stop = StopReason::MaxSteps; break; }
+      if (g_stop_signal) { result_.stop = StopReason::Interrupted; break; }
+      if (!train_loader_->next(batch)) break;
+      train_step(batch, b);
+      ++b;
+      progress_.update(b, batch.images.size(0), last_loss_, train_m_.dice());
+    }
+    result_.steps = step_;
+    if (result_.stop == StopReason::Finished || b >= train_loader_->batches_per_epoch()) return true;
+    save_stop(b);
+    return false;
+  }
+
+  // Validation, metrics.csv, the checkpoint pair and the epoch line; false when the run stops here.
+  bool end_epoch() {
+    const SegmentationMetrics val_m = validate();
+    const double lr_used = optimizer_->lr();
+    schedule_->step(val_m.dice());
+    const double seconds = elapsed();  // training and validation of this epoch
+    rows_.push_back(std::to_string(epoch_ + 1) + "," + fixed(train_m_.loss(), 6) + "," + fixed(train_m_.dice(), 6) + "," +
+                    fixed(train_m_.accuracy(), 6) + "," + fixed(val_m.loss(), 6) + "," + fixed(val_m.dice(), 6) + "," +
+                    fixed(val_m.dice_soft(), 6) + "," + fixed(val_m.accuracy(), 6) + "," + exact(lr_used) + "," +
+                    fixed(seconds, 2));
+    folder_.write_metric_rows(rows_);  // before the checkpoint: a resume keeps the rows up to its epoch
+    const bool best = val_m.dice() > result_.best_val_dice || result_.best_epoch == 0;
+    if (best) {
+      result_.best_val_dice = val_m.dice();
+      result_.best_epoch = epoch_ + 1;
+    }
+    result_.epochs_done = epoch_ + 1;
+    result_.last_val_dice = val_m.dice();
+    result_.last_train_loss = train_m_.loss();
+    folder_.save_epoch([&](const std::string& path) { save(path, epoch_ + 1, 0, {}, 0); }, epoch_ + 1, best);
+    const std::string line = "epoch " + std::to_string(epoch_ + 1) + "/" + std::to_string(cfg_.epochs) + "  train loss " +
+                             fixed(train_m_.loss(), 4) + " dice " + fixed(train_m_.dice(), 4) + " acc " +
+                             fixed(train_m_.accuracy(), 4) + " | val loss " + fixed(val_m.loss(), 4) + " dice " +
+                             fixed(val_m.dice(), 4) + " (soft " + fixed(val_m.dice_soft(), 4) + ") acc " +
+                             fixed(val_m.accuracy(), 4) + " | lr " + fixed6(lr_used) + " | " +
+                             Progress::format_duration(seconds) + (best ? "  (best)" : "");
+    progress_.finish_epoch(line);
+    folder_.log(line);
+    ++epoch_;
+    if (result_.stop == StopReason::Finished && !g_stop_signal) return true;
+    if (g_stop_signal) result_.stop = StopReason::Interrupted;
+    if (epoch_ >= cfg_.epochs) {
+      result_.stop = StopReason::Finished;
+      return true;
+    }
+    say(stop_cause() + " after epoch " + std::to_string(epoch_) + "; continue with: train_unet --resume " + folder_.last().string());
+    return false;
+  }
+
+  TrainResult finish(Clock::time_point run_start) {
+    result_.signal = result_.stop == StopReason::Interrupted ? static_cast<int>(g_stop_signal) : 0;
+    result_.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
+    if (result_.stop == StopReason::Finished)
+      say("finished " + std::to_string(result_.epochs_done) + " epochs in " + Progress::format_duration(result_.seconds) +
+          "; best val dice " + fixed(result_.best_val_dice, 4) + " at epoch " + std::to_string(result_.best_epoch) +
+          "; run folder " + folder_.path().string());
+    return result_;
+  }
+
+ private:
+  double elapsed() const { return carried_ + std::chrono::duration<double>(Clock::now() - epoch_start_).count(); }
+
+  std::string stop_cause() const {
+    return result_.stop == StopReason::Interrupted ? "interrupted by " + signal_name(g_stop_signal) : "reached --max-steps";
+  }
+
+  // One optimizer step. On a GPU: the copy is queued here and the host goes on to queue the forward.
+  // The host waits once, for the loss; then it copies the logits back (the stream is idle: no
+  // wait), queues the backward and the optimizer step, and computes the metrics and fetches and
+  // stages the next batch while the GPU runs them.
+  void train_step(const data::Batch& batch, int64_t b) {
+    const data::Batch on_device = stager_->to_device(batch);
+    // Gradients are dropped, not zeroed (PyTorch 2's default): backward then allocates the same
+    // blocks every step, so on a GPU a step after the first makes no cudaMalloc.
+    optimizer_->zero_grad(/*set_to_none=*/true);
+    const Tensor logits = model_->forward(on_device.images);
+    const Tensor loss = compute_loss(cfg_, logits, on_device.masks);
+    const double lv = loss.item();
+    if (!std::isfinite(lv)) {
+      const bool have = fs::exists(folder_.last());
+      throw TrainingDiverged("the loss is " + std::string(std::isnan(lv) ? "nan" : "inf") + " at epoch " +
+                             std::to_string(epoch_ + 1) + ", batch " + std::to_string(b + 1) + " (step " +
+                             std::to_string(step_ + 1) + "); training stopped. " +
+                             (have ? "The last good checkpoint is " + folder_.last().string() + " (end of epoch " +
+                                         std::to_string(result_.epochs_done) + ")"
+                                   : std::string("No checkpoint had been written yet")) +
+                             "; try a lower --lr");
+    }
+    const Tensor logits_cpu = logits.detach().to(Device::cpu());
+    loss.backward();
+    optimizer_->step();
+    ++step_;
+    train_m_.add(logits_cpu, batch.masks, lv);
+    if (!first_loss_seen_) {
+      first_loss_seen_ = true;
+      result_.first_train_loss = lv;
+    }
+    last_loss_ = lv;
+    fault_point("step");
+  }
+
+  SegmentationMetrics validate() {
+    SegmentationMetrics val_m;
+    NoGradGuard no_grad;
+    model_->eval();
+    val_loader_->start_epoch(0);
+    data::Batch batch;
+    while (val_loader_->next(batch)) {
+      const data::Batch on_device = stager_->to_device(batch);
+      const Tensor logits = model_->forward(on_device.images);
+      const double lv = compute_loss(cfg_, logits, on_device.masks).item();
+      val_m.add(logits.to(Device::cpu()), batch.masks, lv);
+    }
+    model_->train();
+    return val_m;
+  }
+
+  // The checkpoint of a stop inside the epoch, after `b` of its batches.
+  void save_stop(int64_t b) {
+    folder_.save_stop([&](const std::string& path) { save(path, epoch_, b, train_m_, elapsed()); });
+    const std::string at = "epoch " + std::to_string(epoch_ + 1) + ", batch " + std::to_string(b) + "/" +
+                           std::to_string(train_loader_->batches_per_epoch()) + " (step " + std::to_string(step_) + ")";
+    progress_.finish_epoch(stop_cause() + " at " + at + "; saved " + folder_.last().string() + "; continue with: train_unet --resume " +
+                           folder_.last().string());
+    folder_.log("stopped (" + stop_cause() + ") at " + at);
+  }
+
+  // Writes a checkpoint of the current position to `path`.
+  void save(const std::string& path, int64_t at_epoch, int64_t at_batch, const SegmentationMetrics& m, double seconds) {
+    safetensors::Metadata extra;
+    extra["image_size"] = std::to_string(cfg_.height) + "x" + std::to_string(cfg_.width);
+    extra["train.config"] = cfg_.to_json();
+    extra["train.batch_in_epoch"] = std::to_string(at_batch);
+    extra["train.partial_metrics"] = metrics_to_text(m);
+    extra["train.epoch_seconds"] = exact(seconds);
+    extra["train.best_val_dice"] = exact(result_.best_val_dice);
+    extra["train.best_epoch"] = std::to_string(result_.best_epoch);
+    schedule_->save(extra);
+    nn::TrainingState st{step_, at_epoch, static_cast<uint64_t>(cfg_.seed), gen_.offset()};
+    nn::save_checkpoint(path, *model_, optimizer_.get(), st, extra);
+  }
+
+  const TrainConfig& cfg_;
+  const Device device_;
+  RunFolder& folder_;
+  Progress& progress_;
+  Generator gen_;
+  std::unique_ptr<data::SegmentationDataset> train_set_, val_set_;
+  nn::UNetConfig mc_;
+  std::shared_ptr<nn::UNet> model_;
+  std::unique_ptr<optim::Optimizer> optimizer_;
+  std::unique_ptr<Schedule> schedule_;
+  std::unique_ptr<data::BatchLoader> train_loader_, val_loader_;
+  std::unique_ptr<data::DeviceStager> stager_;
+  TrainResult result_;
+  std::vector<std::string> rows_;  // metrics.csv
+  int64_t epoch_ = 0, first_batch_ = 0;  // where to start: 0-based epoch, batches already done in it
+  int64_t step_ = 0;
+  double carried_seconds_ = 0;     // time already spent in a resumed, unfinished epoch
+  double carried_ = 0;             // the same, for the epoch being trained
+  SegmentationMetrics partial_;    // train metrics of the batches already done in it
+  SegmentationMetrics train_m_;    // train metrics of the epoch being trained
+  Clock::time_point epoch_start_;
+  bool first_loss_seen_ = false;
+  double last_loss_ = 0;
+};
+
+}  // namespace
+
 TrainResult train(const TrainConfig& cfg, std::ostream& console, bool tty) {
-  using Clock = std::chrono::steady_clock;
   const auto run_start = Clock::now();
   cfg.validate();
   const Device device = nn::resolve_device(cfg.device);  // before anything is written
   const Tf32Scope tf32(cfg.tf32);
-  SigintScope sigint;  // from here on, Ctrl-C stops at the next step with a checkpoint
+  const StopSignals signals;  // from here on, Ctrl-C, SIGTERM and SIGHUP stop at the next step with a checkpoint
   if (cfg.threads > 0) set_num_threads(static_cast<int>(cfg.threads));
-
-  const fs::path out = cfg.out;
-  if (cfg.resume.empty() && (fs::exists(out / "metrics.csv") || fs::exists(out / "last.safetensors")))
-    throw std::runtime_error(out.string() + " already holds a run (metrics.csv or last.safetensors); continue it with --resume " +
-                             (out / "last.safetensors").string() + " or choose another --out");
-  fs::create_directories(out);
-
-  std::ofstream log(out / "log.txt", std::ios::app);
-  if (!log) throw std::runtime_error((out / "log.txt").string() + ": cannot open for writing");
+  RunFolder folder(cfg);  // refuses, starts over or repairs; writes config.json; opens log.txt
   Progress progress(console, tty, cfg.quiet);
-  auto say = [&](const std::string& line) {
-    progress.message(line);
-    log << line << "\n" << std::flush;
-  };
-
-  // Data.
-  std::vector<std::string> notes;
-  Splits splits = find_data(cfg, out, notes, say);
-  if (cfg.resume.empty() || !fs::exists(out / "train.csv")) {
-    data::write_split_csv((out / "train.csv").string(), splits.train);
-    data::write_split_csv((out / "val.csv").string(), splits.val);
+  Run run(cfg, device, folder, progress);
+  try {
+    for (const std::string& note : folder.notes()) progress.message(note);  // already in log.txt
+    run.load_data();
+    run.build_model();
+    if (!cfg.resume.empty()) run.restore();
+    run.describe();
+    run.start_loaders();
+    while (run.epochs_left()) {
+      if (!run.train_epoch()) break;  // stopped inside the epoch, its position saved
+      if (!run.end_epoch()) break;    // validated and saved, then stopped
+    }
+    return run.finish(run_start);
+  } catch (const TrainingDiverged& e) {
+    folder.log(std::string("error: ") + e.what());
+    throw;
+  } catch (const std::exception& e) {
+    throw std::runtime_error(folder.log_error(e.what()));
   }
-  write_file_atomic((out / "config.json").string(), cfg.to_json());
-  say("data: " + splits.source + "; train " + describe_cars(splits.train) + ", validation " + describe_cars(splits.val));
-
-  data::DatasetOptions dopt;
-  dopt.height = cfg.height;
-  dopt.width = cfg.width;
-  dopt.skip_bad = cfg.skip_bad;
-  const auto load_start = Clock::now();
-  const data::SegmentationDataset train_set(splits.train, dopt);
-  const data::SegmentationDataset val_set(splits.val, dopt);
-  for (const auto* ds : {&train_set, &val_set})
-    for (const std::string& k : ds->skipped()) notes.push_back(k);
-  if (!notes.empty()) {
-    say("skipped " + std::to_string(notes.size()) + " bad sample(s) (--skip-bad):");
-    for (const std::string& n : notes) say("  " + n);
-  }
-  say("decoded and resized to " + std::to_string(cfg.height) + "x" + std::to_string(cfg.width) + " in " +
-      fixed(std::chrono::duration<double>(Clock::now() - load_start).count(), 1) + " s");
-
-  // Model, optimizer, schedule.
-  nn::UNetConfig mc;
-  mc.features = cfg.features;
-  mc.activation = cfg.activation;
-  mc.conv_bias = cfg.conv_bias;
-  Generator gen(static_cast<uint64_t>(cfg.seed));
-  auto model = std::make_shared<nn::UNet>(mc, &gen);  // initialized on the CPU: the same weights on any device
-  model->to(device);  // before the optimizer, whose state is made on the parameters' device
-  auto optimizer = make_optimizer(cfg, model->named_parameters());
-  Schedule schedule(cfg, *optimizer);
-
-  TrainResult result;
-  int64_t epoch = 0, first_batch = 0;  // where to start: 0-based epoch, batches already done in it
-  int64_t step = 0;
-  double carried_seconds = 0;          // time already spent in a resumed, unfinished epoch
-  SegmentationMetrics partial;         // train metrics of the batches already done in it
-  std::vector<std::string> rows;
-  if (!cfg.resume.empty()) {
-    const nn::Checkpoint ckpt = nn::load_checkpoint(cfg.resume);
-    if (ckpt.config.features != mc.features || ckpt.config.activation != mc.activation || ckpt.config.conv_bias != mc.conv_bias)
-      throw std::runtime_error(cfg.resume + ": its model config does not match the run's");
-    model->load_state_dict(ckpt.model_state);
-    if (ckpt.optim_state.empty()) throw std::runtime_error(cfg.resume + ": holds no optimizer state, cannot resume from it");
-    optimizer->load_state_dict(ckpt.optim_state);
-    schedule.load(ckpt);
-    epoch = ckpt.state.epoch;
-    step = ckpt.state.step;
-    first_batch = std::stoll(meta(ckpt, "train.batch_in_epoch"));
-    partial = metrics_from_text(meta(ckpt, "train.partial_metrics"));
-    carried_seconds = std::stod(meta(ckpt, "train.epoch_seconds"));
-    result.best_val_dice = std::stod(meta(ckpt, "train.best_val_dice"));
-    result.best_epoch = std::stoll(meta(ckpt, "train.best_epoch"));
-    rows = read_metric_rows(out / "metrics.csv", epoch);
-    say("resumed from " + cfg.resume + ": epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(first_batch) +
-        ", step " + std::to_string(step));
-  }
-  result.epochs_done = epoch;
-
-  say("model: UNet features " + join(cfg.features) + ", " + cfg.activation + ", " + std::to_string(model->num_parameters()) +
-      " parameters; " + cfg.optimizer + " lr " + fixed6(cfg.lr) + ", weight decay " + exact(cfg.resolved_weight_decay()) +
-      ", schedule " + cfg.scheduler + ", loss " + cfg.loss + "; batch " + std::to_string(cfg.batch_size) + ", " +
-      std::to_string(get_num_threads()) + " threads, " + std::to_string(cfg.workers) + " loader workers, device " +
-      device.str() + (cfg.device == "auto" ? " (auto)" : "") +
-      (device.is_cuda() ? std::string(", TF32 GEMMs ") + (allow_tf32() ? "on" : "off")
-                        : std::string(allow_tf32() ? "; TF32 does not apply on the CPU" : "")));
-
-  data::LoaderOptions tl_opt;
-  tl_opt.batch_size = cfg.batch_size;
-  tl_opt.workers = cfg.workers;
-  tl_opt.seed = static_cast<uint64_t>(cfg.seed);
-  tl_opt.augment.enabled = cfg.augment;
-  data::LoaderOptions vl_opt = tl_opt;
-  vl_opt.shuffle = false;
-  vl_opt.augment.enabled = false;
-  data::BatchLoader train_loader(train_set, tl_opt);
-  data::BatchLoader val_loader(val_set, vl_opt);
-  data::DeviceStager stager(device);  // pinned staging ring on a GPU, a pass-through on the CPU
-
-  // Writes last.safetensors (and best.safetensors) at the current position.
-  auto save = [&](const fs::path& path, int64_t at_epoch, int64_t at_batch, const SegmentationMetrics& m, double seconds) {
-    safetensors::Metadata extra;
-    extra["image_size"] = std::to_string(cfg.height) + "x" + std::to_string(cfg.width);
-    extra["train.config"] = cfg.to_json();
-    extra["train.batch_in_epoch"] = std::to_string(at_batch);
-    extra["train.partial_metrics"] = metrics_to_text(m);
-    extra["train.epoch_seconds"] = exact(seconds);
-    extra["train.best_val_dice"] = exact(result.best_val_dice);
-    extra["train.best_epoch"] = std::to_string(result.best_epoch);
-    schedule.save(extra);
-    nn::TrainingState st{step, at_epoch, static_cast<uint64_t>(cfg.seed), gen.offset()};
-    nn::save_checkpoint(path.string(), *model, optimizer.get(), st, extra);
-  };
-
-  bool first_loss_seen = false;
-  for (; epoch < cfg.epochs; ++epoch, first_batch = 0) {
-    const auto epoch_start = Clock::now();
-    const double carried = carried_seconds;
-    carried_seconds = 0;
-    auto elapsed = [&] { return carried + std::chrono::duration<double>(Clock::now() - epoch_start).count(); };
-    SegmentationMetrics train_m = partial;
-    partial = {};
-    train_loader.start_epoch(epoch, first_batch);
-    progress.start_epoch(epoch + 1, cfg.epochs, train_loader.batches_per_epoch(), first_batch);
-    model->train();
-    data::Batch batch;
-    int64_t b = first_batch;
-    for (;;) {
-      if (cfg.max_steps && step >= cfg.max_steps) { result.stop = StopReason::MaxSteps; break; }
-      if (g_interrupted) { result.stop = StopReason::Interrupted; break; }
-      if (!train_loader.next(batch)) break;
-      // On a GPU: the copy is queued here and the host goes on to queue the forward. The host waits
-      // once, for the loss; then it copies the logits back (the stream is idle: no wait), queues the
-      // backward and the optimizer step, and computes the metrics and fetches and stages the next
-      // batch while the GPU runs them.
-      const data::Batch on_device = stager.to_device(batch);
-      // Gradients are dropped, not zeroed (PyTorch 2's default): backward then allocates the same
-      // blocks every step, so on a GPU a step after the first makes no cudaMalloc.
-      optimizer->zero_grad(/*set_to_none=*/true);
-      const Tensor logits = model->forward(on_device.images);
-      const Tensor loss = compute_loss(cfg, logits, on_device.masks);
-      const double lv = loss.item();
-      if (!std::isfinite(lv)) {
-        const bool have = fs::exists(out / "last.safetensors");
-        throw TrainingDiverged("the loss is " + std::string(std::isnan(lv) ? "nan" : "inf") + " at epoch " +
-                               std::to_string(epoch + 1) + ", batch " + std::to_string(b + 1) + " (step " +
-                               std::to_string(step + 1) + "); training stopped. " +
-                               (have ? "The last good checkpoint is " + (out / "last.safetensors").string() +
-                                           " (end of epoch " + std::to_string(result.epochs_done) + ")"
-                                     : std::string("No checkpoint had been written yet")) +
-                               "; try a lower --lr");
-      }
-      const Tensor logits_cpu = logits.detach().to(Device::cpu());
-      loss.backward();
-      optimizer->step();
-      ++step;
-      ++b;
-      train_m.add(logits_cpu, batch.masks, lv);
-      if (!first_loss_seen) {
-        first_loss_seen = true;
-        result.first_train_loss = lv;
-      }
-      progress.update(b, batch.images.size(0), lv, train_m.dice());
-    }
-    result.steps = step;
-    if (result.stop != StopReason::Finished && b < train_loader.batches_per_epoch()) {
-      save(out / "last.safetensors", epoch, b, train_m, elapsed());
-      progress.finish_epoch(
-          std::string(result.stop == StopReason::Interrupted ? "interrupted" : "reached --max-steps") + " at epoch " +
-          std::to_string(epoch + 1) + ", batch " + std::to_string(b) + "/" + std::to_string(train_loader.batches_per_epoch()) +
-          " (step " + std::to_string(step) + "); saved " + (out / "last.safetensors").string() + "; continue with --resume " +
-          (out / "last.safetensors").string());
-      log << "stopped at epoch " << epoch + 1 << ", batch " << b << ", step " << step << "\n";
-      break;
-    }
-
-    // Validation.
-    SegmentationMetrics val_m;
-    {
-      NoGradGuard no_grad;
-      model->eval();
-      val_loader.start_epoch(0);
-      while (val_loader.next(batch)) {
-        const data::Batch on_device = stager.to_device(batch);
-        const Tensor logits = model->forward(on_device.images);
-        const double lv = compute_loss(cfg, logits, on_device.masks).item();
-        val_m.add(logits.to(Device::cpu()), batch.masks, lv);
-      }
-      model->train();
-    }
-    const double lr_used = optimizer->lr();
-    schedule.step(val_m.dice());
-    const double seconds = elapsed();  // training and validation of this epoch
-    rows.push_back(std::to_string(epoch + 1) + "," + fixed(train_m.loss(), 6) + "," + fixed(train_m.dice(), 6) + "," +
-                   fixed(train_m.accuracy(), 6) + "," + fixed(val_m.loss(), 6) + "," + fixed(val_m.dice(), 6) + "," +
-                   fixed(val_m.dice_soft(), 6) + "," + fixed(val_m.accuracy(), 6) + "," + exact(lr_used) + "," +
-                   fixed(seconds, 2));
-    write_metric_rows(out / "metrics.csv", rows);
-    const bool best = val_m.dice() > result.best_val_dice || result.best_epoch == 0;
-    if (best) {
-      result.best_val_dice = val_m.dice();
-      result.best_epoch = epoch + 1;
-    }
-    result.epochs_done = epoch + 1;
-    result.last_val_dice = val_m.dice();
-    result.last_train_loss = train_m.loss();
-    save(out / "last.safetensors", epoch + 1, 0, {}, 0);
-    if (best)
-      share_file(out / "last.safetensors", out / "best.safetensors",
-                 [&] { save(out / "best.safetensors", epoch + 1, 0, {}, 0); });
-    const std::string line = "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(cfg.epochs) + "  train loss " +
-                             fixed(train_m.loss(), 4) + " dice " + fixed(train_m.dice(), 4) + " acc " +
-                             fixed(train_m.accuracy(), 4) + " | val loss " + fixed(val_m.loss(), 4) + " dice " +
-                             fixed(val_m.dice(), 4) + " (soft " + fixed(val_m.dice_soft(), 4) + ") acc " +
-                             fixed(val_m.accuracy(), 4) + " | lr " + fixed6(lr_used) + " | " +
-                             Progress::format_duration(seconds) + (best ? "  (best)" : "");
-    progress.finish_epoch(line);
-    log << line << "\n" << std::flush;
-    if (result.stop != StopReason::Finished || g_interrupted) {
-      if (g_interrupted) result.stop = StopReason::Interrupted;
-      if (epoch + 1 < cfg.epochs) {
-        say(std::string(result.stop == StopReason::Interrupted ? "interrupted" : "reached --max-steps") + " after epoch " +
-            std::to_string(epoch + 1) + "; continue with --resume " + (out / "last.safetensors").string());
-        break;
-      }
-      result.stop = StopReason::Finished;
-    }
-  }
-  result.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
-  if (result.stop == StopReason::Finished)
-    say("finished " + std::to_string(result.epochs_done) + " epochs in " + Progress::format_duration(result.seconds) +
-        "; best val dice " + fixed(result.best_val_dice, 4) + " at epoch " + std::to_string(result.best_epoch) +
-        "; run folder " + out.string());
-  return result;
 }
 
 }  // namespace tl::train

@@ -3,7 +3,7 @@
 // synthetic set), the UNet, the optimizer and schedule, the epoch loop with its progress display,
 // validation metrics, metrics.csv, config.json and checkpoints, resuming, and clean stops.
 //
-// A run folder (`out`) holds:
+// A run folder (`out`, see train/run_folder.h for its invariants) holds:
 //   config.json        every setting of the run, defaults included
 //   train.csv, val.csv the split used (header image,mask), so the run can be repeated
 //   metrics.csv        one row per finished epoch (columns: kMetricsColumns)
@@ -68,6 +68,7 @@ enum class StopReason { Finished, MaxSteps, Interrupted };
 
 struct TrainResult {
   StopReason stop = StopReason::Finished;
+  int signal = 0;               // Interrupted: the signal that stopped it (SIGINT, SIGTERM or SIGHUP)
   int64_t epochs_done = 0;      // finished epochs
   int64_t steps = 0;            // optimizer steps in all
   double best_val_dice = 0;
@@ -82,8 +83,12 @@ struct TrainingDiverged : std::runtime_error {
 };
 
 // Runs (or resumes) a run. `console` gets the progress display and the epoch lines; `tty` selects
-// the redrawn progress bar, otherwise plain lines every few seconds. Ctrl-C (SIGINT) during the run
-// finishes the current step, writes last.safetensors and returns StopReason::Interrupted.
+// the redrawn progress bar, otherwise plain lines every few seconds. Ctrl-C (SIGINT), SIGTERM or
+// SIGHUP during the run finishes the current step, writes last.safetensors, says so and returns
+// StopReason::Interrupted with the signal; a second one kills as usual. The run folder's files and
+// what a crash may leave in it are train/run_folder.h's: a new run refuses a folder that holds a
+// file it would write (unless that folder is a run that stopped before its first checkpoint, which
+// starts over), and a fatal error reaches log.txt and says how to resume or restart.
 // The device is resolved first (nn::resolve_device): a CUDA device that is not there is a
 // std::runtime_error "--device cuda: no CUDA device is available" before anything is written. On a
 // GPU the whole step runs there: the model and optimizer state live on the device, batches are staged
