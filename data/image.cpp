@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -177,6 +178,26 @@ bool pnm_numbers_fit(FILE* file) {
   return true;
 }
 
+// stb_image checks a PNG chunk's declared length against the end of its buffer by forming the
+// pointer `current + length`, which for a length near 2^32 overflows (undefined behaviour; found by
+// fuzz/fuzz_image). This walks the chunks up to IEND and returns the first whose declared length runs
+// past the end of the file, as "TYPE: N bytes", or "" when all fit (or the bytes are not a PNG).
+std::string png_chunk_past_end(const std::vector<uint8_t>& bytes) {
+  static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (bytes.size() < 8 || !std::equal(kSignature, kSignature + 8, bytes.begin())) return "";
+  for (size_t at = 8; at + 8 <= bytes.size();) {
+    const uint64_t length = (uint64_t{bytes[at]} << 24) | (uint64_t{bytes[at + 1]} << 16) |
+                            (uint64_t{bytes[at + 2]} << 8) | uint64_t{bytes[at + 3]};
+    std::string type(reinterpret_cast<const char*>(bytes.data() + at + 4), 4);
+    for (char& c : type)
+      if (!std::isalpha(static_cast<unsigned char>(c))) c = '?';  // a corrupt type is printed readably
+    if (at + 12 + length > bytes.size()) return type + ": " + std::to_string(length) + " bytes";
+    if (type == "IEND") return "";
+    at += 12 + length;  // length, type, data, CRC
+  }
+  return "";
+}
+
 // The whole file, for stb's memory reader. stb's file reader "rewinds" between the probes of its
 // formats only to the start of its current 128-byte buffer, so a file that one probe reads past byte
 // 128 is probed by the next from the middle: a broken JPEG was taken for the PNM that starts at its
@@ -283,6 +304,10 @@ Image decode(const std::string& path, int64_t channels, const char* op) {
   File file = open_image(path);
   const std::vector<uint8_t> bytes = read_bytes(file.get(), path);
   read_header(file.get(), bytes, path);
+  // Only the decoder walks the chunks past IHDR, so the header alone (read_image_info) needs no check.
+  if (const std::string chunk = png_chunk_past_end(bytes); !chunk.empty())
+    throw std::runtime_error(path + ": cannot decode image (truncated or corrupt PNG: chunk " + chunk +
+                             " run past the end of the file, " + std::to_string(bytes.size()) + " bytes)");
   if (is_gif(file.get())) {
     if (!gif_first_frame_complete(file.get()))
       throw std::runtime_error(path + ": truncated GIF (the file ends inside its first frame)");

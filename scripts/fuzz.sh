@@ -42,6 +42,15 @@ cmake -S fuzz -B "$build" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWith
 cmake --build "$build" -j "$jobs" --target "${targets[@]/#/fuzz_}" >"$build/build.log" 2>&1 ||
   { tail -n 40 "$build/build.log"; echo "fuzz: FAILED: build"; exit 1; }
 
+# A fixed libFuzzer seed (TL_FUZZ_SEED, default 1) makes a run repeatable: the test in CI explores the
+# beginning of what a longer run with the same seed explored. TL_FUZZ_SEED=0 picks a random seed, for
+# long local runs that should look somewhere new.
+seed=${TL_FUZZ_SEED:-1}
+# TL_FUZZ_RUNS=N stops each target after N inputs instead of after the seconds given (which stay a
+# cap): with the fixed seed the run is then the same on every machine, fast or slow, as a test must be.
+limit=(-max_total_time="$seconds")
+if [ -n "${TL_FUZZ_RUNS:-}" ]; then limit+=(-runs="$TL_FUZZ_RUNS"); fi
+
 # Each run works on a copy of the seed corpus, so the repository's corpus stays small; -timeout and
 # -rss_limit_mb turn a hang or a memory blow-up into a finding.
 status=0
@@ -52,11 +61,11 @@ for t in "${targets[@]}"; do
   cp fuzz/corpus/"$t"/* "$work"/ 2>/dev/null || true
   log="$build/$t.log"
   if ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    "$build/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    "$build/fuzz_$t" "${limit[@]}" -seed="$seed" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="$build/crash-$t-" "$work" >"$log" 2>&1; then
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 || true)
-    echo "fuzz: $t: ok, $runs executions in ${seconds} s ($cov, corpus $(ls "$work" | wc -l) inputs)"
+    echo "fuzz: $t: ok, $runs executions, seed $seed ($cov, corpus $(ls "$work" | wc -l) inputs)"
   else
     status=1
     tail -n 60 "$log"

@@ -338,13 +338,17 @@ TEST_CASE("read_image refuses the headers that fuzz/fuzz_image found stb mishand
       {"crash_pnm_zero_height.pgm", "cannot decode image (its header declares 0x3 pixels, HxW: an empty image)"},
       // stb's file reader took this broken JPEG for the PNM at its byte 128 (3x555); read from memory.
       {"crash_jpeg_then_pnm_at_128.jpg", "cannot decode image (its JPEG header is unreadable: truncated or corrupt)"},
+      // A chunk length near 2^32: stb forms a pointer past its buffer to compare with the end.
+      {"crash_png_chunk_length_overflow.png",
+       "cannot decode image (truncated or corrupt PNG: chunk ????: 4174368960 bytes run past the end of the file, 71 bytes)"},
   };
   for (const auto& f : found) {
     const std::string path = (corpus / f.file).string();
     const std::string e = error_of([&] { read_image(path); });
     MESSAGE(e);
     CHECK(e == path + ": " + f.error);
-    CHECK(error_of([&] { read_image_info(path); }) == e);
+    // The header alone is refused the same way, except a PNG whose chunks only the decoder walks.
+    if (std::string(f.file).find("png_chunk") == std::string::npos) CHECK(error_of([&] { read_image_info(path); }) == e);
   }
   // The seeds beside them still decode.
   CHECK(read_image((corpus / "tiny.jpg").string()).height == 4);
