@@ -219,6 +219,15 @@ struct Splits {
   std::string source;  // for the log
 };
 
+// The cars of `samples`, sorted, each once.
+std::vector<std::string> distinct_cars(const std::vector<data::Sample>& samples) {
+  std::vector<std::string> cars;
+  for (const auto& x : samples) cars.push_back(data::car_id(x.image));
+  std::sort(cars.begin(), cars.end());
+  cars.erase(std::unique(cars.begin(), cars.end()), cars.end());
+  return cars;
+}
+
 Splits find_data(const TrainConfig& cfg, const RunFolder& folder, std::vector<std::string>& notes,
                  const std::function<void(const std::string&)>& say) {
   Splits s;
@@ -263,10 +272,7 @@ Splits find_data(const TrainConfig& cfg, const RunFolder& folder, std::vector<st
                std::to_string(cfg.split_seed) + ")";
   }
   auto empty_split = [&](const char* which, const std::vector<data::Sample>& other) {
-    std::vector<std::string> cars;
-    for (const auto& x : other) cars.push_back(data::car_id(x.image));
-    std::sort(cars.begin(), cars.end());
-    cars.erase(std::unique(cars.begin(), cars.end()), cars.end());
+    const std::vector<std::string> cars = distinct_cars(other);
     std::string why = "the " + std::string(which) + " split is empty";
     if (!cfg.train_csv.empty()) return std::runtime_error(why + " (its split file has no rows)");
     if (cars.size() == 1)
@@ -281,11 +287,7 @@ Splits find_data(const TrainConfig& cfg, const RunFolder& folder, std::vector<st
 }
 
 std::string describe_cars(const std::vector<data::Sample>& samples) {
-  std::vector<std::string> cars;
-  for (const auto& x : samples) cars.push_back(data::car_id(x.image));
-  std::sort(cars.begin(), cars.end());
-  cars.erase(std::unique(cars.begin(), cars.end()), cars.end());
-  return std::to_string(samples.size()) + " images of " + std::to_string(cars.size()) + " cars";
+  return std::to_string(samples.size()) + " images of " + std::to_string(distinct_cars(samples).size()) + " cars";
 }
 
 }  // namespace
