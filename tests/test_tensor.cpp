@@ -200,3 +200,41 @@ TEST_CASE("out of memory names the size, the dtype and the shape") {
   CHECK(bytes_str(8'112'000'000) == "8.1 GB (8112000000 bytes)");
 #endif
 }
+
+TEST_CASE("the CPU block cache serves a repeated step without fresh allocations, within 1.5x its peak") {
+  {
+    const CpuCacheStats before = cpu_cache_stats();
+    { Tensor a = empty({1 << 18}); }
+    { Tensor a = empty({1 << 18}); }  // the same 1 MB block again
+    if (cpu_cache_stats().hits == before.hits) {
+      MESSAGE("skipped: the CPU block cache is off (TL_CPU_CACHE=0 or a sanitizer build)");
+      return;
+    }
+  }
+  empty_cpu_cache();
+  // A training step's pattern: forward keeps 8 activations; backward frees them one by one, each for
+  // an input gradient of the same size that lives until the next one exists, and allocates a weight
+  // gradient of another size that lives until the step ends.
+  auto step = [] {
+    std::vector<Tensor> acts, wgrads;
+    for (int i = 0; i < 8; ++i) acts.push_back(empty({300'000}));
+    Tensor g = empty({300'000});
+    for (int i = 0; i < 8; ++i) {
+      acts.pop_back();
+      wgrads.push_back(empty({50'000 + 10'000 * i}));
+      g = empty({300'000});
+    }
+  };
+  for (int s = 0; s < 2; ++s) step();
+  const CpuCacheStats warm = cpu_cache_stats();
+  for (int s = 0; s < 5; ++s) step();
+  const CpuCacheStats after = cpu_cache_stats();
+  MESSAGE("misses in 5 warm steps: " << after.misses - warm.misses << ", cached " << after.cached_bytes
+                                     << " bytes, peak live " << after.peak_live_bytes << " bytes");
+  CHECK(after.misses == warm.misses);
+  CHECK(after.hits - warm.hits == 5 * 25);
+  CHECK(after.live_bytes == warm.live_bytes);
+  CHECK(after.cached_bytes <= after.peak_live_bytes + after.peak_live_bytes / 2);
+  empty_cpu_cache();
+  CHECK(cpu_cache_stats().cached_bytes == 0);
+}

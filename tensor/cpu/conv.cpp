@@ -269,22 +269,22 @@ void conv2d_backward_weight_f32(const float* grad, const float* x, float* dw, in
   const int64_t tiles = ((O + bl.mr - 1) / bl.mr) * ((K + bl.nr - 1) / bl.nr);
   const int64_t rows = N * g.Ho;
   if (threads <= 1 || tiles >= 4 * threads || rows < threads) {
-    std::vector<float> col(static_cast<size_t>(tile_buffer_size(g)));
+    CpuBuffer<float> col(static_cast<size_t>(tile_buffer_size(g)));
     accumulate_rows(0, rows, dw, col.data());
     return;
   }
-  std::vector<std::vector<float>> partial(static_cast<size_t>(threads));
+  CpuBuffer<float> partial(static_cast<size_t>(threads * O * K));  // (threads, O, K)
   parallel_for(0, threads, 1, [&](int64_t tb, int64_t te) {
     for (int64_t t = tb; t < te; ++t) {
-      std::vector<float>& acc = partial[static_cast<size_t>(t)];
-      acc.assign(static_cast<size_t>(O * K), 0.0f);
-      std::vector<float> col(static_cast<size_t>(tile_buffer_size(g)));
-      accumulate_rows(rows * t / threads, rows * (t + 1) / threads, acc.data(), col.data());
+      float* acc = partial.data() + t * O * K;
+      std::fill(acc, acc + O * K, 0.0f);
+      CpuBuffer<float> col(static_cast<size_t>(tile_buffer_size(g)));
+      accumulate_rows(rows * t / threads, rows * (t + 1) / threads, acc, col.data());
     }
   });
   parallel_for(0, O * K, kElementwiseGrain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i)
-      for (const std::vector<float>& acc : partial) dw[i] += acc[static_cast<size_t>(i)];
+      for (int64_t t = 0; t < threads; ++t) dw[i] += partial.data()[t * O * K + i];
   });
 }
 

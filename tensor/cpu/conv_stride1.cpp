@@ -294,7 +294,8 @@ bool conv2d_stride1_backward_weight(const float* grad, const float* x, float* dw
   const int64_t K = C * kh * kw, hp = sc.hp(), wp = sc.wp(), ho = sc.ho(), wo = sc.wo();
   if (ho <= 0 || wo <= 0) return false;
   const int64_t L = ho * wo, rtiles = K / kTileR;
-  std::vector<float> acc(static_cast<size_t>(O * K * 16), 0.0f);  // (O, K, 16) lanes
+  CpuBuffer<float> acc(static_cast<size_t>(O * K * 16));  // (O, K, 16) lanes
+  std::fill(acc.data(), acc.data() + acc.size(), 0.0f);
   Tensor xpad_t = empty({C * hp * wp}, TensorOptions(kFloat32));  // (C, hp, wp), one image
   float* xpad = xpad_t.data_ptr<float>();
   const int64_t block = rows_per_block(wo);

@@ -274,7 +274,8 @@ PackedA::PackedA(View a, int64_t m, int64_t k) : isa_(active_isa()), m_(m), k_(k
   const int64_t blocks = std::max<int64_t>(1, (k + b.kc - 1) / b.kc);
   kc_ = std::max<int64_t>(1, (k + blocks - 1) / blocks);
   mpad_ = (m + mr_ - 1) / mr_ * mr_;
-  data_.assign(static_cast<size_t>(mpad_ * k), 0.0f);
+  data_ = CpuBuffer<float>(static_cast<size_t>(mpad_ * k));
+  if (mpad_ != m_) std::fill(data_.data(), data_.data() + data_.size(), 0.0f);  // the last panel's spare rows
   const int64_t panels = mpad_ / mr_;
   // Panels are independent: pack them in parallel (a 1024 x 4608 weight is 19 MB).
   parallel_for(0, panels, 8, [&](int64_t pb, int64_t pe) {

@@ -11,7 +11,8 @@
 // packs its input patches straight into the panels (implicit im2col) instead of materializing the
 // column matrix first.
 #include <cstdint>
-#include <vector>
+
+#include "tensor/storage.h"
 
 namespace tl::cpu::gemm {
 
@@ -69,7 +70,7 @@ class PackedA {
   int64_t kc_len(int64_t k0) const;
   Isa isa_;
   int64_t m_, k_, mr_, kc_, mpad_;
-  std::vector<float> data_;
+  CpuBuffer<float> data_;
 };
 
 // C (M, N) with row stride ldc = A @ B (accumulate: C += A @ B). The work is split over the threads by

@@ -171,7 +171,7 @@ kernels::BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor&
         // The gradient at the pre-activation, act'(z) g, of one channel (n-major, as x's rows), computed
         // once by a loop of its own: free of the sums' dependency chain it vectorizes, and the two
         // passes below share it. Without an activation it is g itself.
-        std::vector<T> gz(act == Activation::None ? 0 : static_cast<size_t>(m));
+        CpuBuffer<T> gz(act == Activation::None ? 0 : static_cast<size_t>(m));
         for (int64_t c = cb; c < ce; ++c) {
           const double mu = channel_value<double>(mean, c, 0.0);
           const double is = channel_value<double>(invstd, c, 1.0);
