@@ -347,7 +347,8 @@ TEST_CASE("max_pool2d values, indices and backward match a window scan") {
 }
 
 TEST_CASE("max_pool2d ties go to the first maximum, overlapping windows accumulate there") {
-  for (const PoolCase& k : {PoolCase{2, 2, 7, 7, 3, 3, 2, 2}, PoolCase{1, 3, 6, 5, 2, 2, 1, 1}}) {
+  for (const PoolCase& k : {PoolCase{2, 2, 7, 7, 3, 3, 2, 2}, PoolCase{1, 3, 6, 5, 2, 2, 1, 1},
+                            PoolCase{2, 3, 9, 38, 2, 2, 0, 0}}) {
     // Few distinct values, so most windows hold a tie.
     std::vector<double> v(static_cast<size_t>(k.N * k.C * k.H * k.W));
     for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>((i * 7) % 3);
@@ -372,6 +373,22 @@ TEST_CASE("max_pool2d propagates NaN") {
   CHECK_FALSE(std::isnan(o[4]));
   CHECK(std::isnan(o[5]));
   check_pool(k, x, x, false);
+  // The 2x2, stride-2 path: NaN first, second and last in its window, and two NaNs in one window.
+  const PoolCase k2{1, 1, 4, 36, 2, 2, 0, 0};
+  std::vector<double> w(4 * 36);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = std::cos(static_cast<double>(i));
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  w[0] = nan;                     // window 0, first
+  w[3] = nan;                     // window 1, second
+  w[36 + 5] = nan;                // window 2, last
+  w[36 * 2 + 6] = w[36 * 3 + 7] = nan;  // window (1, 3), first and last
+  for (DType dtype : {kFloat64, kFloat32}) {
+    Tensor x2 = from_vector<double>(w, {1, 1, 4, 36}, kFloat64).to(dtype).requires_grad_();
+    Tensor o2 = max_pool2d(x2, 2);
+    for (int i = 0; i < 3; ++i) CHECK(std::isnan(o2.to_vector<double>()[static_cast<size_t>(i)]));
+    CHECK(std::isnan(o2.to_vector<double>()[18 + 3]));
+    check_pool(k2, x2, x2, false);
+  }
 }
 
 TEST_CASE("conv and pool argument errors name the op and the shapes") {

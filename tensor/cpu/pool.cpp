@@ -19,6 +19,25 @@ int64_t plane_grain(int64_t plane_work) {
   return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(plane_work, 1));
 }
 
+// The 2x2 window at stride 2 of rows r0, r1 (contiguous) at column 2*ow, as the general scan sees
+// it: the first maximum in row-major order wins, a NaN wins over any number and the first NaN stays.
+// Written without branches, so that the compiler vectorizes the row (the UNet's every pooling).
+template <typename T>
+void max_pool_2x2_row(const T* r0, const T* r1, int64_t row0, int64_t W, int64_t Wo, T* out, int64_t* idx) {
+  for (int64_t ow = 0; ow < Wo; ++ow) {
+    const T v[4] = {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]};
+    T best = v[0];
+    int64_t k = 0;
+    for (int64_t j = 1; j < 4; ++j) {
+      const bool take = v[j] > best || (v[j] != v[j] && best == best);
+      best = take ? v[j] : best;
+      k = take ? j : k;
+    }
+    out[ow] = best;
+    idx[ow] = row0 + (k >> 1) * W + 2 * ow + (k & 1);
+  }
+}
+
 }  // namespace
 
 // x (N, C, H, W), any strides -> out (N, C, Ho, Wo), indices (N, C, Ho, Wo) int64 into each H*W plane.
@@ -42,6 +61,12 @@ std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, kernels::Pool2dParams p) {
         const T* xpl = xp + (plane / C) * s0 + (plane % C) * s1;  // (H, W) with strides (s2, s3)
         T* opl = op + plane * Ho * Wo;                             // (Ho, Wo)
         int64_t* ipl = ip + plane * Ho * Wo;                       // (Ho, Wo)
+        if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && s3 == 1) {
+          for (int64_t oh = 0; oh < Ho; ++oh)
+            max_pool_2x2_row(xpl + 2 * oh * s2, xpl + (2 * oh + 1) * s2, 2 * oh * W, W, Wo, opl + oh * Wo,
+                             ipl + oh * Wo);
+          continue;
+        }
         for (int64_t oh = 0; oh < Ho; ++oh)
           for (int64_t ow = 0; ow < Wo; ++ow) {
             const int64_t h0 = oh * sh, w0 = ow * sw;
