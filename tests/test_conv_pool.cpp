@@ -221,12 +221,15 @@ TEST_CASE("float32 conv2d and conv_transpose2d match the direct loop on every GE
     const std::string isa_str = gm::isa_name(isa);
     CAPTURE(isa_str);
     gm::set_isa(isa);
-    // The table, and stride-1 cases with output rows of >= 100 pixels and 8k output channels, which take the
-    // direct weight-gradient kernel (rows of 109, 128 and 101 pixels: masked tails and none, K = 27, a 3x1 kernel, no padding).
+    // The table, and stride-1 cases with output rows of >= 40 pixels and 8k output channels, which take the
+    // direct weight-gradient kernel (rows of 109, 128, 101 and 41 pixels, K = 27, a 3x1 kernel, no padding,
+    // images of one and two rows, and more than one block of 768 padded-width positions).
     std::vector<ConvCase> cases(std::begin(kConvCases), std::end(kConvCases));
     cases.push_back({2, 5, 20, 109, 8, 3, 3, 1, 1, 1, 1, true});
     cases.push_back({1, 3, 12, 128, 16, 3, 3, 1, 1, 1, 1, false});
     cases.push_back({1, 2, 9, 101, 8, 3, 1, 1, 1, 0, 0, false});
+    cases.push_back({3, 4, 1, 41, 8, 3, 3, 1, 1, 1, 1, false});
+    cases.push_back({2, 3, 2, 60, 24, 3, 3, 1, 1, 1, 0, true});
     for (const ConvCase& k : cases)
       check_conv_case(
           k, false, kFloat32, true,
@@ -240,6 +243,38 @@ TEST_CASE("float32 conv2d and conv_transpose2d match the direct loop on every GE
         naive_conv_transpose2d);
   }
   gm::set_isa(saved);
+}
+
+TEST_CASE("the direct float32 weight gradient meets only the products of the sum: an Inf in the input") {
+  // The direct kernel runs over padded-width rows, where the positions past each row's end pair a zero
+  // gradient with input values outside the sum; 0 * Inf would make a NaN there. An input with an Inf
+  // takes the GEMM path, so the taps that never see it stay finite, exactly as in the reference.
+  const ConvCase k{2, 3, 6, 64, 8, 3, 3, 1, 1, 1, 1, false};
+  Tensor x = randn({k.N, k.C, k.H, k.W});
+  std::vector<float> xv = x.to_vector<float>();
+  xv[static_cast<size_t>(at(1, 2, 3, 0, k.C, k.H, k.W))] = std::numeric_limits<float>::infinity();  // a first column
+  xv[static_cast<size_t>(at(0, 1, 4, 63, k.C, k.H, k.W))] = -std::numeric_limits<float>::infinity();  // a last column
+  x = from_vector<float>(xv, x.shape());
+  Tensor w = randn({k.O, k.C, k.kh, k.kw}).requires_grad_();
+  Tensor out = conv2d(x, w, Tensor(), 1, 1);
+  Tensor R = randn(out.shape());
+  sum(mul(out, R)).backward();
+  std::vector<double> xd(xv.begin(), xv.end());
+  ConvRef r = naive_conv2d(k, k.H, k.W, xd, w.to_vector<double>(), {}, R.to_vector<double>());
+  std::vector<double> got = w.grad().to_vector<double>();
+  int64_t finite = 0;
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    CHECK_MESSAGE(std::isfinite(got[i]) == std::isfinite(r.dw[i]), "dw[" << i << "] " << got[i] << " vs " << r.dw[i]);
+    if (std::isfinite(r.dw[i])) {
+      ++finite;
+      worst = std::max(worst, std::abs(got[i] - r.dw[i]) / (1 + std::abs(r.dw[i])));
+    }
+  }
+  MESSAGE("finite weight-gradient entries: " << finite << " of " << got.size() << ", worst error " << worst
+                                             << " (tolerance 1e-4)");
+  CHECK(finite > 0);
+  CHECK(worst < 1e-4);
 }
 
 TEST_CASE("conv2d computes only the gradients that are needed") {

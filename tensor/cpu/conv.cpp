@@ -224,10 +224,11 @@ void conv2d_f32(const float* x, const float* w, float* out, int64_t N, int64_t O
   }
 }
 
-// The direct weight-gradient kernel runs along output rows; below this width its per-row overhead and
-// masked tails cost more than the transposition it saves (measured on the UNet at 160x240: faster at
-// 240 and 120 pixels a row, slower at 60), and the GEMM path is used.
-constexpr int64_t kDirectMinWidth = 100;
+// The direct weight-gradient kernel runs over padded-width rows; below this width the rows' padding
+// (2 of every Wo + 2 positions) and the short blocks cost more than the transposition it saves
+// (measured on the UNet at 160x240, one thread: faster at 60 pixels a row and up, about even at 30,
+// 2-3x slower at 15), and the GEMM path is used.
+constexpr int64_t kDirectMinWidth = 40;
 
 // The float32 weight gradient, dW (O, C*kh*kw) = sum over images n of g[n] (O, L) @ col[n]^T, a tile
 // of output rows at a time. When dW has enough tiles of the micro-kernel for every thread, each

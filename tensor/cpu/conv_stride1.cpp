@@ -11,17 +11,21 @@
 // multiply-adds it feeds).
 //
 // Weight gradient: dW[o, r] is the dot product, over every output pixel, of g[n, o, oh, ow] and
-// xpad[n, c, oh + ki, ow + kj]; along an output row both are contiguous, so it vectorizes along the
-// pixels with no transposition (the GEMM formulation dW = g @ col^T needs col^T packed). A tile of 8
-// output channels x 3 consecutive r keeps 24 vector accumulators, one lane per pixel position mod the
-// vector width; each step loads 8 gradient vectors and 3 input vectors for 24 FMAs. The accumulators
-// of every tile live in a (O, K, lanes) buffer across blocks of output rows; the lanes are added up
-// in a fixed order at the end, so the bits depend only on the thread count.
+// xpad[n, c, oh + ki, ow + kj]. In padded-width coordinates q = oh * wp + ow (the gradient copied
+// into rows of wp floats, zero past Wo) both are one contiguous run per image, so it vectorizes along
+// q with no transposition (the GEMM formulation dW = g @ col^T needs col^T packed) and no row ends.
+// A tile of 8 output channels x 3 consecutive r keeps 24 vector accumulators, one lane per position
+// mod the vector width; each step loads 8 gradient vectors and 3 input vectors for 24 FMAs. The
+// accumulators of every tile live in a (O, K, lanes) buffer across blocks of q; the lanes are added
+// up in a fixed order at the end, so the bits do not depend on the thread count.
 #include "tensor/cpu/conv_stride1.h"
 
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "tensor/parallel.h"
@@ -33,22 +37,33 @@ namespace {
 
 constexpr int kTileO = 8, kTileR = 3;
 
-// Image n of x (C, H, W) into xpad (C, hp, wp) with its zero border.
-void pad_image(const float* xn, float* xpad, const Stride1Conv& s) {
+// Image n of x (C, H, W) into xpad (C, hp, wp) with its zero border. Returns whether every value
+// copied is finite (an integer max over the exponent bits, which the copy loop vectorizes).
+bool pad_image(const float* xn, float* xpad, const Stride1Conv& s) {
   const int64_t hp = s.hp(), wp = s.wp();
+  std::atomic<bool> nonfinite{false};
   parallel_for(0, s.C, 1, [&](int64_t cb, int64_t ce) {
+    uint32_t m = 0;
     for (int64_t c = cb; c < ce; ++c) {
       float* dst = xpad + c * hp * wp;
       std::fill(dst, dst + s.ph * wp, 0.0f);
       for (int64_t h = 0; h < s.H; ++h) {
         float* row = dst + (h + s.ph) * wp;
+        const float* src = xn + (c * s.H + h) * s.W;
         std::fill(row, row + s.pw, 0.0f);
-        std::copy(xn + (c * s.H + h) * s.W, xn + (c * s.H + h + 1) * s.W, row + s.pw);
+        for (int64_t w = 0; w < s.W; ++w) {
+          uint32_t b;
+          std::memcpy(&b, src + w, sizeof b);
+          m = std::max(m, b & 0x7f800000u);
+          row[s.pw + w] = src[w];
+        }
         std::fill(row + s.pw + s.W, row + wp, 0.0f);
       }
       std::fill(dst + (s.H + s.ph) * wp, dst + hp * wp, 0.0f);
     }
+    if (m == 0x7f800000u) nonfinite.store(true, std::memory_order_relaxed);
   });
+  return !nonfinite.load();
 }
 
 // The forward micro-kernels: c (mr, nr) (+)= a (kc, MR) @ B with B's row k the nr floats at
@@ -129,100 +144,67 @@ __attribute__((target("avx2,fma"))) void rows_avx2(int64_t kc, const float* a, c
 
 using RowsFn = void (*)(int64_t, const float*, const float*, const int64_t*, float*, int64_t, int64_t, int64_t, bool);
 
-// One tile over output rows [oh0, oh1): acc (kTileO, kTileR, 16) += g rows . x rows.
-//   g: the tile's first output channel's plane (Ho, Wo), planes ldg apart;
-//   x[t]: the padded input plane of r0 + t, offset by (ki, kj), rows of wp floats.
-__attribute__((target("avx512f"))) void tile_avx512(const float* g, int64_t ldg, const float* const* x, int64_t wp,
-                                                    int64_t wo, int64_t oh0, int64_t oh1, float* acc) {
+// One tile of the weight gradient over padded-width positions [q0, q1) (multiples of 16):
+// acc (kTileO rows, ldacc floats apart, of kTileR slots of 16 lanes) += g . x, where
+//   g: the tile's first output channel's gradient plane in padded-width coordinates (64-byte aligned,
+//      zero where ow >= Wo), planes ldg apart;
+//   x[t]: the padded input plane of tap r0 + t, offset by (ki, kj).
+// Each gradient vector is loaded once for its kTileR FMAs: the empty asm keeps it in a register,
+// where GCC would otherwise fold it into every FMA as a memory operand, tripling the loads and making
+// the loop load-bound.
+__attribute__((target("avx512f"))) void tile_avx512(const float* g, int64_t ldg, const float* const* x, int64_t q0,
+                                                    int64_t q1, float* acc, int64_t ldacc) {
   __m512 s[kTileO][kTileR];
   for (int i = 0; i < kTileO; ++i)
-    for (int t = 0; t < kTileR; ++t) s[i][t] = _mm512_loadu_ps(acc + (i * kTileR + t) * 16);
-  const __mmask16 tail = static_cast<__mmask16>((1u << (wo % 16)) - 1);
-  for (int64_t oh = oh0; oh < oh1; ++oh) {
-    const float* gr = g + oh * wo;
-    const float* x0 = x[0] + oh * wp;
-    const float* x1 = x[1] + oh * wp;
-    const float* x2 = x[2] + oh * wp;
-    // The full vectors, then the row's tail under a mask (written out twice: a lambda or a helper
-    // taking the accumulators by reference makes the compiler keep them in memory).
-    int64_t ow = 0;
-    for (; ow + 16 <= wo; ow += 16) {
-      const __m512 a = _mm512_loadu_ps(x0 + ow), b = _mm512_loadu_ps(x1 + ow), c = _mm512_loadu_ps(x2 + ow);
+    for (int t = 0; t < kTileR; ++t) s[i][t] = _mm512_loadu_ps(acc + i * ldacc + t * 16);
+  const float *x0 = x[0], *x1 = x[1], *x2 = x[2];
+  for (int64_t q = q0; q < q1; q += 16) {
+    const __m512 a = _mm512_loadu_ps(x0 + q), b = _mm512_loadu_ps(x1 + q), c = _mm512_loadu_ps(x2 + q);
 #pragma GCC unroll 8
-      for (int i = 0; i < kTileO; ++i) {
-        const __m512 gv = _mm512_loadu_ps(gr + i * ldg + ow);
-        s[i][0] = _mm512_fmadd_ps(gv, a, s[i][0]);
-        s[i][1] = _mm512_fmadd_ps(gv, b, s[i][1]);
-        s[i][2] = _mm512_fmadd_ps(gv, c, s[i][2]);
-      }
-    }
-    if (ow < wo) {
-      const __m512 a = _mm512_maskz_loadu_ps(tail, x0 + ow), b = _mm512_maskz_loadu_ps(tail, x1 + ow),
-                   c = _mm512_maskz_loadu_ps(tail, x2 + ow);
-#pragma GCC unroll 8
-      for (int i = 0; i < kTileO; ++i) {
-        const __m512 gv = _mm512_maskz_loadu_ps(tail, gr + i * ldg + ow);
-        s[i][0] = _mm512_fmadd_ps(gv, a, s[i][0]);
-        s[i][1] = _mm512_fmadd_ps(gv, b, s[i][1]);
-        s[i][2] = _mm512_fmadd_ps(gv, c, s[i][2]);
-      }
+    for (int i = 0; i < kTileO; ++i) {
+      __m512 gv = _mm512_load_ps(g + i * ldg + q);
+      asm("" : "+v"(gv));
+      s[i][0] = _mm512_fmadd_ps(gv, a, s[i][0]);
+      s[i][1] = _mm512_fmadd_ps(gv, b, s[i][1]);
+      s[i][2] = _mm512_fmadd_ps(gv, c, s[i][2]);
     }
   }
   for (int i = 0; i < kTileO; ++i)
-    for (int t = 0; t < kTileR; ++t) _mm512_storeu_ps(acc + (i * kTileR + t) * 16, s[i][t]);
+    for (int t = 0; t < kTileR; ++t) _mm512_storeu_ps(acc + i * ldacc + t * 16, s[i][t]);
 }
 
-__attribute__((target("avx2,fma"))) void tile_avx2(const float* g, int64_t ldg, const float* const* x, int64_t wp,
-                                                   int64_t wo, int64_t oh0, int64_t oh1, float* acc) {
+__attribute__((target("avx2,fma"))) void tile_avx2(const float* g, int64_t ldg, const float* const* x, int64_t q0,
+                                                   int64_t q1, float* acc, int64_t ldacc) {
   // 24 accumulators do not fit AVX2's 16 registers: two passes of 4 output channels (12 + 3 + 1).
-  alignas(32) int32_t mask_bits[8];
-  for (int j = 0; j < 8; ++j) mask_bits[j] = j < wo % 8 ? -1 : 0;
-  const __m256i tail = _mm256_load_si256(reinterpret_cast<const __m256i*>(mask_bits));
+  const float *x0 = x[0], *x1 = x[1], *x2 = x[2];
   for (int half = 0; half < 2; ++half) {
     __m256 s[4][kTileR];
-    float* a0 = acc + half * 4 * kTileR * 16;
+    float* a0 = acc + half * 4 * ldacc;
     for (int i = 0; i < 4; ++i)
-      for (int t = 0; t < kTileR; ++t) s[i][t] = _mm256_loadu_ps(a0 + (i * kTileR + t) * 16);
+      for (int t = 0; t < kTileR; ++t) s[i][t] = _mm256_loadu_ps(a0 + i * ldacc + t * 16);
     const float* gh = g + half * 4 * ldg;
-    for (int64_t oh = oh0; oh < oh1; ++oh) {
-      const float* gr = gh + oh * wo;
-      const float* x0 = x[0] + oh * wp;
-      const float* x1 = x[1] + oh * wp;
-      const float* x2 = x[2] + oh * wp;
-      int64_t ow = 0;
-      for (; ow + 8 <= wo; ow += 8) {
-        const __m256 a = _mm256_loadu_ps(x0 + ow), b = _mm256_loadu_ps(x1 + ow), c = _mm256_loadu_ps(x2 + ow);
+    for (int64_t q = q0; q < q1; q += 8) {
+      const __m256 a = _mm256_loadu_ps(x0 + q), b = _mm256_loadu_ps(x1 + q), c = _mm256_loadu_ps(x2 + q);
 #pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) {
-          const __m256 gv = _mm256_loadu_ps(gr + i * ldg + ow);
-          s[i][0] = _mm256_fmadd_ps(gv, a, s[i][0]);
-          s[i][1] = _mm256_fmadd_ps(gv, b, s[i][1]);
-          s[i][2] = _mm256_fmadd_ps(gv, c, s[i][2]);
-        }
-      }
-      if (ow < wo) {
-        const __m256 a = _mm256_maskload_ps(x0 + ow, tail), b = _mm256_maskload_ps(x1 + ow, tail),
-                     c = _mm256_maskload_ps(x2 + ow, tail);
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) {
-          const __m256 gv = _mm256_maskload_ps(gr + i * ldg + ow, tail);
-          s[i][0] = _mm256_fmadd_ps(gv, a, s[i][0]);
-          s[i][1] = _mm256_fmadd_ps(gv, b, s[i][1]);
-          s[i][2] = _mm256_fmadd_ps(gv, c, s[i][2]);
-        }
+      for (int i = 0; i < 4; ++i) {
+        __m256 gv = _mm256_load_ps(gh + i * ldg + q);
+        asm("" : "+x"(gv));
+        s[i][0] = _mm256_fmadd_ps(gv, a, s[i][0]);
+        s[i][1] = _mm256_fmadd_ps(gv, b, s[i][1]);
+        s[i][2] = _mm256_fmadd_ps(gv, c, s[i][2]);
       }
     }
     // The AVX2 lanes are the first 8 of each 16-float slot; the other 8 stay 0.
     for (int i = 0; i < 4; ++i)
-      for (int t = 0; t < kTileR; ++t) _mm256_storeu_ps(a0 + (i * kTileR + t) * 16, s[i][t]);
+      for (int t = 0; t < kTileR; ++t) _mm256_storeu_ps(a0 + i * ldacc + t * 16, s[i][t]);
   }
 }
 
-using TileFn = void (*)(const float*, int64_t, const float* const*, int64_t, int64_t, int64_t, int64_t, float*);
+using TileFn = void (*)(const float*, int64_t, const float* const*, int64_t, int64_t, float*, int64_t);
 
-// Output rows per block: a tile's 8 gradient rows of the block (8 x rows x Wo floats, 24 KB) stay in
-// L1 while the tiles of every r stream the input rows past them from L2.
-int64_t rows_per_block(int64_t wo) { return std::max<int64_t>(1, 6144 / (kTileO * std::max<int64_t>(wo, 1))); }
+// Padded-width positions per block: a tile's 8 gradient rows of the block (8 x 768 floats, 24 KB) stay
+// in L1 while the tiles of every r stream the input past them from L2.
+constexpr int64_t kQBlock = 768;
 
 }  // namespace
 
@@ -294,22 +276,41 @@ bool conv2d_stride1_backward_weight(const float* grad, const float* x, float* dw
   const int64_t K = C * kh * kw, hp = sc.hp(), wp = sc.wp(), ho = sc.ho(), wo = sc.wo();
   if (ho <= 0 || wo <= 0) return false;
   const int64_t L = ho * wo, rtiles = K / kTileR;
+  // Padded-width coordinates q = oh * wp + ow, ow in [0, wp): the gradient is copied into them, zero
+  // past Wo and up to Q (a multiple of the vector width), so that a tile runs over one contiguous range
+  // with neither row ends nor masked tails. The positions past Wo meet input values that are not in
+  // the sum (the row's last columns and the next row's first): 0 times them is 0 for finite inputs,
+  // and an input with an Inf or NaN takes the GEMM path, which meets exactly the products of the sum.
+  const int64_t Q = (ho * wp + 15) / 16 * 16;
+  const int64_t spare = Q - ho * wp + kw + 16;  // zeros past the last plane, which the last rows reach
   CpuBuffer<float> acc(static_cast<size_t>(O * K * 16));  // (O, K, 16) lanes
   std::fill(acc.data(), acc.data() + acc.size(), 0.0f);
-  Tensor xpad_t = empty({C * hp * wp}, TensorOptions(kFloat32));  // (C, hp, wp), one image
-  float* xpad = xpad_t.data_ptr<float>();
-  const int64_t block = rows_per_block(wo);
+  CpuBuffer<float> xpad_b(static_cast<size_t>(C * hp * wp + spare));  // (C, hp, wp), one image
+  CpuBuffer<float> gpad_b(static_cast<size_t>(O * Q));                // (O, Q), one image
+  float* xpad = xpad_b.data();
+  float* gpad = gpad_b.data();
+  std::fill(xpad + C * hp * wp, xpad + C * hp * wp + spare, 0.0f);
 
   for (int64_t n = 0; n < N; ++n) {
-    pad_image(x + n * C * sc.H * sc.W, xpad, sc);
+    const float* xn = x + n * C * sc.H * sc.W;
+    if (!pad_image(xn, xpad, sc)) return false;  // an Inf or NaN: dw is untouched (it is added to at the end)
     const float* gn = grad + n * O * L;  // (O, Ho, Wo)
+    parallel_for(0, O, 8, [&](int64_t ob, int64_t oe) {
+      for (int64_t o = ob; o < oe; ++o) {
+        float* dst = gpad + o * Q;
+        for (int64_t oh = 0; oh < ho; ++oh) {
+          std::copy_n(gn + (o * ho + oh) * wo, wo, dst + oh * wp);
+          std::fill(dst + oh * wp + wo, dst + (oh + 1) * wp, 0.0f);
+        }
+        std::fill(dst + ho * wp, dst + Q, 0.0f);
+      }
+    });
     // Each thread owns whole blocks of 8 output channels, so the accumulators are never shared.
     parallel_for(0, O / kTileO, 1, [&](int64_t ob, int64_t oe) {
-      alignas(64) float a[kTileO * kTileR * 16];  // one tile's accumulators, (kTileO, kTileR, 16)
       for (int64_t oi = ob; oi < oe; ++oi) {
         const int64_t o0 = oi * kTileO;
-        for (int64_t oh0 = 0; oh0 < ho; oh0 += block) {
-          const int64_t oh1 = std::min(ho, oh0 + block);
+        for (int64_t q0 = 0; q0 < Q; q0 += kQBlock) {
+          const int64_t q1 = std::min(Q, q0 + kQBlock);
           for (int64_t rt = 0; rt < rtiles; ++rt) {
             const int64_t r0 = rt * kTileR;
             const float* xs[kTileR];
@@ -317,10 +318,7 @@ bool conv2d_stride1_backward_weight(const float* grad, const float* x, float* dw
               const int64_t r = r0 + j, c = r / (kh * kw), ki = (r / kw) % kh, kj = r % kw;
               xs[j] = xpad + c * hp * wp + ki * wp + kj;
             }
-            float* slot = acc.data() + (o0 * K + r0) * 16;  // rows of K*16 floats, kTileR*16 used
-            for (int i = 0; i < kTileO; ++i) std::copy_n(slot + i * K * 16, kTileR * 16, a + i * kTileR * 16);
-            tile(gn + o0 * L, L, xs, wp, wo, oh0, oh1, a);
-            for (int i = 0; i < kTileO; ++i) std::copy_n(a + i * kTileR * 16, kTileR * 16, slot + i * K * 16);
+            tile(gpad + o0 * Q, Q, xs, q0, q1, acc.data() + (o0 * K + r0) * 16, K * 16);
           }
         }
       }
