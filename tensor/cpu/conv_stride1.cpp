@@ -67,9 +67,11 @@ bool pad_image(const float* xn, float* xpad, const Stride1Conv& s) {
 }
 
 // The forward micro-kernels: c (mr, nr) (+)= a (kc, MR) @ B with B's row k the nr floats at
-// x + off[k] (nr <= NR, loaded under a mask past nr), the GEMM kernels' tiles (gemm.cpp).
-__attribute__((target("avx512f"))) void rows_avx512(int64_t kc, const float* a, const float* x, const int64_t* off,
-                                                   float* c, int64_t ldc, int64_t mr, int64_t nr, bool acc) {
+// x + off[k] (nr <= NR), the GEMM kernels' tiles (gemm.cpp). B is loaded under a mask only in a
+// partial tile (Full false): AVX2's masked loads run at half the rate of plain ones on some CPUs.
+template <bool Full>
+__attribute__((target("avx512f"))) void rows_avx512_t(int64_t kc, const float* a, const float* x, const int64_t* off,
+                                                     float* c, int64_t ldc, int64_t mr, int64_t nr, bool acc) {
   constexpr int MR = 8;
   auto mask = [&](int v) -> __mmask16 {
     const int64_t n = std::clamp<int64_t>(nr - 16 * v, 0, 16);
@@ -82,8 +84,9 @@ __attribute__((target("avx512f"))) void rows_avx512(int64_t kc, const float* a, 
 #pragma GCC unroll 2
   for (int64_t k = 0; k < kc; ++k, a += MR) {
     const float* b = x + off[k];
-    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16),
-                 b2 = _mm512_maskz_loadu_ps(m2, b + 32);
+    const __m512 b0 = Full ? _mm512_loadu_ps(b) : _mm512_maskz_loadu_ps(m0, b),
+                 b1 = Full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(m1, b + 16),
+                 b2 = Full ? _mm512_loadu_ps(b + 32) : _mm512_maskz_loadu_ps(m2, b + 32);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512 ai = _mm512_set1_ps(a[i]);
@@ -99,14 +102,19 @@ __attribute__((target("avx512f"))) void rows_avx512(int64_t kc, const float* a, 
 #pragma GCC unroll 3
     for (int v = 0; v < 3; ++v) {
       float* p = c + i * ldc + 16 * v;
+      if (Full) {
+        _mm512_storeu_ps(p, acc ? _mm512_add_ps(s[i][v], _mm512_loadu_ps(p)) : s[i][v]);
+        continue;
+      }
       const __m512 r = acc ? _mm512_add_ps(s[i][v], _mm512_maskz_loadu_ps(m[v], p)) : s[i][v];
       _mm512_mask_storeu_ps(p, m[v], r);
     }
   }
 }
 
-__attribute__((target("avx2,fma"))) void rows_avx2(int64_t kc, const float* a, const float* x, const int64_t* off,
-                                                  float* c, int64_t ldc, int64_t mr, int64_t nr, bool acc) {
+template <bool Full>
+__attribute__((target("avx2,fma"))) void rows_avx2_t(int64_t kc, const float* a, const float* x, const int64_t* off,
+                                                    float* c, int64_t ldc, int64_t mr, int64_t nr, bool acc) {
   constexpr int MR = 4;
   alignas(32) int32_t bits[24];
   for (int j = 0; j < 24; ++j) bits[j] = j < nr ? -1 : 0;
@@ -119,8 +127,9 @@ __attribute__((target("avx2,fma"))) void rows_avx2(int64_t kc, const float* a, c
 #pragma GCC unroll 2
   for (int64_t k = 0; k < kc; ++k, a += MR) {
     const float* b = x + off[k];
-    const __m256 b0 = _mm256_maskload_ps(b, m0), b1 = _mm256_maskload_ps(b + 8, m1),
-                 b2 = _mm256_maskload_ps(b + 16, m2);
+    const __m256 b0 = Full ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0),
+                 b1 = Full ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1),
+                 b2 = Full ? _mm256_loadu_ps(b + 16) : _mm256_maskload_ps(b + 16, m2);
 #pragma GCC unroll 4
     for (int i = 0; i < MR; ++i) {
       const __m256 ai = _mm256_broadcast_ss(a + i);
@@ -136,10 +145,24 @@ __attribute__((target("avx2,fma"))) void rows_avx2(int64_t kc, const float* a, c
 #pragma GCC unroll 3
     for (int v = 0; v < 3; ++v) {
       float* p = c + i * ldc + 8 * v;
+      if (Full) {
+        _mm256_storeu_ps(p, acc ? _mm256_add_ps(s[i][v], _mm256_loadu_ps(p)) : s[i][v]);
+        continue;
+      }
       const __m256 r = acc ? _mm256_add_ps(s[i][v], _mm256_maskload_ps(p, m[v])) : s[i][v];
       _mm256_maskstore_ps(p, m[v], r);
     }
   }
+}
+
+void rows_avx512(int64_t kc, const float* a, const float* x, const int64_t* off, float* c, int64_t ldc, int64_t mr,
+                 int64_t nr, bool acc) {
+  (nr == 48 ? rows_avx512_t<true> : rows_avx512_t<false>)(kc, a, x, off, c, ldc, mr, nr, acc);
+}
+
+void rows_avx2(int64_t kc, const float* a, const float* x, const int64_t* off, float* c, int64_t ldc, int64_t mr,
+               int64_t nr, bool acc) {
+  (nr == 24 ? rows_avx2_t<true> : rows_avx2_t<false>)(kc, a, x, off, c, ldc, mr, nr, acc);
 }
 
 using RowsFn = void (*)(int64_t, const float*, const float*, const int64_t*, float*, int64_t, int64_t, int64_t, bool);
