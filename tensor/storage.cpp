@@ -42,13 +42,14 @@ class CpuCache {
       ++stats_.misses;
       // A miss: the cache keeps what was freed while live + cached memory stays within 1.5x the peak
       // of live memory so far (the program's peak without a cache is that peak); past it, the oldest
-      // cached blocks go back to the system. Blocks are matched by exact size, so a step that frees
-      // activations in backward and allocates gradients of other sizes needs some room: bounded by the
-      // peak itself, or by giving back as much as is taken, the cache evicts in backward the blocks the
-      // next forward needs, and every step faults in fresh pages again (measured on the UNet at batch 4:
-      // 12 thousand page faults a step at widths 16..128, 150 thousand at 64..512; none at 1.5x).
-      stats_.peak_live_bytes = std::max(stats_.peak_live_bytes, stats_.live_bytes + bytes);
-      const size_t limit = stats_.peak_live_bytes + stats_.peak_live_bytes / 2;
+      // cached blocks go back to the system. A step that frees activations in backward and allocates
+      // gradients of other sizes needs that room: bounded by the peak itself, or by giving back as much
+      // as is taken, the cache evicts in backward the blocks the next forward needs, and every step
+      // faults fresh pages in again (measured on the UNet at batch 4: 12 thousand page faults a step
+      // at widths 16..128 and 150 thousand at 64..512 with the latter; a few hundred now, at a lower
+      // peak RSS, with the size classes of cpu_block_size).
+      const size_t peak = std::max(stats_.peak_live_bytes, stats_.live_bytes + bytes);
+      const size_t limit = peak + peak / 2;
       while (!lru_.empty() && stats_.live_bytes + bytes + stats_.cached_bytes > limit)
         evict_oldest();
     }
@@ -61,6 +62,7 @@ class CpuCache {
     if (enabled_ && bytes >= kCacheMin) {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.live_bytes += bytes;
+      stats_.peak_live_bytes = std::max(stats_.peak_live_bytes, stats_.live_bytes);
     }
     return p;
   }
@@ -121,7 +123,16 @@ CpuCache& cpu_cache() {
   return *cache;
 }
 
-size_t cpu_block_size(size_t nbytes) { return (nbytes + 63) / 64 * 64; }
+// A block's size: whole cache lines, and for cached blocks one of 4 sizes per power of two (the next
+// multiple of a quarter of the largest power of two not above it), so that tensors of nearly the same
+// size share blocks. The rounding costs address space, not memory: the pages past a tensor's end are
+// never touched by it.
+size_t cpu_block_size(size_t nbytes) {
+  const size_t b = (nbytes + 63) / 64 * 64;
+  if (b < kCacheMin) return b;
+  const size_t quarter = (size_t{1} << (63 - __builtin_clzll(b))) / 4;
+  return (b + quarter - 1) / quarter * quarter;
+}
 
 }  // namespace
 

@@ -50,7 +50,8 @@ using StoragePtr = std::shared_ptr<Storage>;
 // allocation of that size. A training step allocates the same sizes every step, so after the first
 // step no fresh pages are touched (fresh pages cost a page fault each: a third of a second per step
 // of the UNet at batch 4). Live + cached bytes stay within 1.5x the peak of live bytes so far. Blocks of
-// 64 KiB and more are cached (malloc recycles smaller ones itself). Disabled under AddressSanitizer,
+// 64 KiB and more are cached (malloc recycles smaller ones itself), rounded up to one of 4 sizes per
+// power of two so that tensors of nearly the same size share them. Disabled under AddressSanitizer,
 // or with TL_CPU_CACHE=0 in the environment.
 struct CpuCacheStats {
   size_t cached_bytes = 0;     // held by the cache, free for reuse

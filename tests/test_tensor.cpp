@@ -235,6 +235,12 @@ TEST_CASE("the CPU block cache serves a repeated step without fresh allocations,
   CHECK(after.hits - warm.hits == 5 * 25);
   CHECK(after.live_bytes == warm.live_bytes);
   CHECK(after.cached_bytes <= after.peak_live_bytes + after.peak_live_bytes / 2);
+  // Nearly the same size, the same block (one of 4 sizes per power of two: 4.4 and 5.0 MB both take
+  // a block of 5 MiB).
+  const CpuCacheStats before = cpu_cache_stats();
+  { Tensor a = empty({1'100'000}); }
+  { Tensor b = empty({1'250'000}); }
+  CHECK(cpu_cache_stats().hits == before.hits + 1);
   empty_cpu_cache();
   CHECK(cpu_cache_stats().cached_bytes == 0);
 }
