@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
                      "(DIR/train/*.jpg, DIR/train_masks/*_mask.gif|png) or on split CSVs (header image,mask).\n"
                      "Without --data-dir it generates a synthetic Carvana-like set into OUT/synthetic and trains on it.\n"
                      "Writes OUT/config.json, metrics.csv, log.txt, train.csv, val.csv, last.safetensors and\n"
-                     "best.safetensors (by validation dice). Ctrl-C, SIGTERM or SIGHUP saves last.safetensors and\n"
+                     "best.safetensors (by validation dice), and for people report.html, curves.svg and\n"
+                     "panels/epoch_NNN.jpg (validation photos). Ctrl-C, SIGTERM or SIGHUP saves last.safetensors and\n"
                      "stops (exit status 128 + the signal);\n"
                      "--resume OUT/last.safetensors continues exactly where the run stopped.");
     f.add("--data-dir", &c.data_dir, "Kaggle-layout folder (empty: the synthetic set)");

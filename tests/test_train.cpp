@@ -381,7 +381,7 @@ TEST_CASE("run folder: a run stopped before its first checkpoint is restartable,
   fs::remove(out / "best.safetensors.tmp.1.link");
   CHECK(inspect_run_folder(out, c) == FolderState::Resumable);
   const std::string refusal = "already holds a run (config.json, log.txt, train.csv, val.csv, metrics.csv, last.safetensors, "
-                              "best.safetensors, synthetic/); continue it with: train_unet --resume " +
+                              "best.safetensors, report.html, curves.svg, synthetic/); continue it with: train_unet --resume " +
                               (out / "last.safetensors").string();
   CHECK_THROWS_WITH_AS(train::train(c, again, false), doctest::Contains(refusal.c_str()), std::runtime_error);
 }
