@@ -240,9 +240,10 @@ Splits find_data(const TrainConfig& cfg, const RunFolder& folder, std::vector<st
     return s;
   }
   if (!cfg.train_csv.empty()) {
-    s.train = data::read_split_csv(cfg.train_csv);
-    s.val = data::read_split_csv(cfg.val_csv);
-    s.source = "split files " + cfg.train_csv + " and " + cfg.val_csv;
+    s.train = data::read_split_csv(cfg.train_csv, cfg.data_dir);  // bare names: in data_dir/train, train_masks
+    s.val = data::read_split_csv(cfg.val_csv, cfg.data_dir);
+    s.source = "split files " + cfg.train_csv + " and " + cfg.val_csv +
+               (cfg.data_dir.empty() ? "" : " (bare names in " + cfg.data_dir + ")");
   } else {
     fs::path dir = cfg.data_dir;
     if (dir.empty()) {
@@ -311,7 +312,6 @@ void TrainConfig::validate() const {
     bad(flag + ": expected " + list + ", got '" + v + "'");
   };
   if (train_csv.empty() != val_csv.empty()) bad("--train-csv and --val-csv go together: give both or neither");
-  if (!train_csv.empty() && !data_dir.empty()) bad("give --data-dir or --train-csv/--val-csv, not both");
   if (train_csv.empty() && !(val_fraction > 0 && val_fraction < 1))
     bad("--val-fraction: expected a number between 0 and 1 (exclusive), got " + exact(val_fraction));
   if (synthetic_count < 16) bad("--synthetic-count: at least 16 samples (two cars), got " + std::to_string(synthetic_count));
