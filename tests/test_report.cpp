@@ -174,8 +174,11 @@ TEST_CASE("report: a run writes report.html, curves.svg and a panel per epoch, t
   CHECK(html.find("http-equiv=\"refresh\"") == std::string::npos);
 
   TrainConfig resume = c;
-  resume.max_steps = 0;
   resume.resume = (out / "last.safetensors").string();
+  // A resume that stops at once (--max-steps reached) still shows the panel of its last epoch.
+  REQUIRE(train::train(resume, console, false).stop == StopReason::MaxSteps);
+  CHECK(read_text(out / "report.html").find(base64(read_text(out / "panels/epoch_001.jpg"))) != std::string::npos);
+  resume.max_steps = 0;
   const TrainResult r = train::train(resume, console, false);
   REQUIRE(r.stop == StopReason::Finished);
   CHECK(console.str().find("warning") == std::string::npos);

@@ -304,9 +304,11 @@ void RunReport::start() {
     if (!table.rows.empty())
       write_file_atomic(folder_.view_path("curves.svg").string(), render_svg_panels(curve_charts(table), 480, 360));
   });
-  write_page("running: " + std::to_string(folder_.metric_rows(cfg_.epochs).size()) + " of " +
-                 std::to_string(cfg_.epochs) + " epochs done",
-             true, true);
+  // A resumed run shows the panel of its last finished epoch until it finishes another.
+  const int64_t done = static_cast<int64_t>(folder_.metric_rows(cfg_.epochs).size());
+  for (int64_t e = done; e >= 1 && panel_epoch_ == 0; --e)
+    if (fs::exists(folder_.file("panels") / fs::path(panel_name(e)).filename())) panel_epoch_ = e;
+  write_page("running: " + std::to_string(done) + " of " + std::to_string(cfg_.epochs) + " epochs done", true, true);
 }
 
 void RunReport::end_epoch(int64_t epoch, const std::shared_ptr<nn::UNet>& model, Device device) {
