@@ -83,6 +83,19 @@ std::string value_text(const json::Value& v) {
   }
 }
 
+// A metrics.csv value as the table shows it: epochs whole, the learning rate in 3 digits, seconds
+// to a tenth, the rest to 4 decimals.
+std::string metric_text(const std::string& column, double v) {
+  if (column == "epoch") return fixed(v, 0);
+  if (column == "seconds") return fixed(v, 1);
+  if (column == "lr") {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g", v);
+    return buf;
+  }
+  return fixed(v, 4);
+}
+
 std::string cell(const std::string& tag, const std::string& text, const std::string& attrs = "") {
   return "<" + tag + attrs + ">" + xml_escape(text) + "</" + tag + ">";
 }
@@ -221,14 +234,7 @@ std::string report_html(const ReportPage& p) {
       const bool is_best = best.found && epochs[r] == best.epoch;
       h += is_best ? "<tr class=\"best\">" : "<tr>";
       for (size_t c = 0; c < p.metrics.columns.size(); ++c) {
-        const std::string& name = p.metrics.columns[c];
-        const double v = p.metrics.rows[r][c];
-        const std::string text = name == "epoch" ? fixed(v, 0) : name == "lr" ? [&] {
-          char buf[32];
-          std::snprintf(buf, sizeof buf, "%.3g", v);
-          return std::string(buf);
-        }() : name == "seconds" ? fixed(v, 1) : fixed(v, 4);
-        h += cell("td", text, " class=\"n\"");
+        h += cell("td", metric_text(p.metrics.columns[c], p.metrics.rows[r][c]), " class=\"n\"");
       }
       h += "</tr>\n";
     }
@@ -373,26 +379,24 @@ void RunReport::write_page(const std::string& status, bool running, bool resumab
     if (fs::exists(metrics)) p.metrics = read_metrics_csv(metrics.string());
     const fs::path curves = folder_.file("curves.svg");
     if (!p.metrics.rows.empty() && fs::exists(curves)) p.curves_svg = read_bytes(curves);
+    // The panels of the epochs in metrics.csv (a run resumed from an older checkpoint redraws later ones).
     std::error_code ec;
-    for (const auto& e : fs::directory_iterator(folder_.file("panels"), ec)) {
-      const std::string name = e.path().filename().string();
-      if (name.rfind("epoch_", 0) == 0 && e.path().extension() == ".jpg") p.panel_files.push_back("panels/" + name);
+    for (size_t e = 1; e <= p.metrics.rows.size(); ++e) {
+      const std::string name = panel_name(static_cast<int64_t>(e));
+      if (fs::exists(folder_.path() / name, ec)) p.panel_files.push_back(name);
     }
-    std::sort(p.panel_files.begin(), p.panel_files.end());
     if (panel_epoch_ > 0) {
       p.panel_epoch = panel_epoch_;
       p.panel_jpeg = read_bytes(folder_.file("panels") / fs::path(panel_name(panel_epoch_)).filename());
       p.panel_dice = panel_dice_;
     }
     const Best best = p.metrics.has("val_dice") ? best_of(p.metrics, "val_dice") : Best{};
-    for (const char* name : {"best.safetensors", "last.safetensors"}) {
-      const fs::path f = folder_.file(name);
-      const uintmax_t bytes = fs::file_size(f, ec);
-      if (ec) continue;
-      const std::string what = name[0] == 'b' ? (best.found ? "epoch " + fixed(best.epoch, 0) + ", validation dice " + fixed(best.value, 4)
-                                                            : std::string("the best epoch"))
-                                              : std::string("the run's newest position (resume from it)");
-      p.checkpoints.push_back({name, what, bytes});
+    const std::string best_what = best.found ? "epoch " + fixed(best.epoch, 0) + ", validation dice " + fixed(best.value, 4)
+                                             : std::string("the best epoch");
+    for (const auto& [path, what] : {std::pair{folder_.best(), best_what},
+                                     std::pair{folder_.last(), std::string("the run's newest position (resume from it)")}}) {
+      const uintmax_t bytes = fs::file_size(path, ec);
+      if (!ec) p.checkpoints.push_back({path.filename().string(), what, bytes});
     }
     if (!p.checkpoints.empty()) {
       if (resumable && fs::exists(folder_.last()))
