@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
                        "unreadable photos are skipped and listed instead, and the exit status is 0 unless all failed.");
   std::string checkpoint, input, output = "predictions", rle, image_size, device = "auto";
   double threshold = 0.5;
-  bool write_overlay = false, tf32 = false, skip_bad = false;
+  bool write_overlay = false, tf32 = false, skip_bad = false, tta = false;
   int64_t threads = 0, batch_size = 4, max_pixels = tl::data::kDefaultMaxImagePixels;
   flags.add("--checkpoint", &checkpoint, "model weights and config (.safetensors); required");
   flags.add("--input", &input, "a photo, or a folder: every .jpg/.jpeg/.png/.gif/.bmp in it, sorted; required");
@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
   flags.add_switch("--overlay", &write_overlay, "also write <stem>_overlay.png: the photo, car tinted and outlined");
   flags.add("--rle", &rle, "also write this Kaggle submission CSV (img,rle_mask; one row per input)");
   flags.add_switch("--skip-bad", &skip_bad, "skip unreadable photos (each named on stderr, all listed at the end)");
+  flags.add_switch("--tta", &tta,
+                   "test-time augmentation: average the probabilities of each photo and its left-right mirror (2 forwards)");
   flags.add("--image-size", &image_size, "model input HxW; none: the checkpoint's image_size, else 160x240");
   flags.add("--batch-size", &batch_size, "photos per forward pass");
   flags.add("--threads", &threads, "compute threads; 0: all cores");
@@ -76,7 +78,8 @@ int main(int argc, char** argv) {
     // that a wrong checkpoint creates nothing).
     if (!rle.empty()) tl::train::check_output_file(rle);
     const auto t0 = std::chrono::steady_clock::now();
-    const tl::train::Predictor predictor(checkpoint, height, width, dev);
+    tl::train::Predictor predictor(checkpoint, height, width, dev);
+    predictor.set_tta(tta);
     tl::train::check_output_folder(output);
 
     const tl::train::PredictReport report = tl::train::predict_files(
@@ -84,11 +87,11 @@ int main(int argc, char** argv) {
         [](const std::string&, const std::string& why) { std::fprintf(stderr, "predict_unet: skipped %s\n", why.c_str()); });
     const int64_t done = report.done;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("predict_unet: %lld photo%s -> %s/ (masks%s%s%s), model %lldx%lld on %s, threshold %g, mean car %.1f%%, "
+    std::printf("predict_unet: %lld photo%s -> %s/ (masks%s%s%s), model %lldx%lld%s on %s, threshold %g, mean car %.1f%%, "
                 "%.2f s (%.0f ms per photo)\n",
                 static_cast<long long>(done), done == 1 ? "" : "s", output.c_str(), write_overlay ? ", overlays" : "",
                 rle.empty() ? "" : "; RLE: ", rle.c_str(), static_cast<long long>(predictor.height()),
-                static_cast<long long>(predictor.width()), dev.str().c_str(), threshold, 100.0 * report.mean_car_fraction,
+                static_cast<long long>(predictor.width()), tta ? " with flip TTA" : "", dev.str().c_str(), threshold, 100.0 * report.mean_car_fraction,
                 seconds, 1000.0 * seconds / static_cast<double>(done));
     if (!report.skipped.empty()) {
       std::string list;

@@ -35,11 +35,14 @@ int main(int argc, char** argv) {
                      "(DIR/train/*.jpg, DIR/train_masks/*_mask.gif|png) or on split CSVs (header image,mask).\n"
                      "Without --data-dir it generates a synthetic Carvana-like set into OUT/synthetic and trains on it.\n"
                      "Writes OUT/config.json, metrics.csv, log.txt, train.csv, val.csv, last.safetensors and\n"
-                     "best.safetensors (by validation dice). Ctrl-C, SIGTERM or SIGHUP saves last.safetensors and\n"
+                     "best.safetensors (by validation dice), and for people report.html, curves.svg and\n"
+                     "panels/epoch_NNN.jpg (validation photos). Ctrl-C, SIGTERM or SIGHUP saves last.safetensors and\n"
                      "stops (exit status 128 + the signal);\n"
                      "--resume OUT/last.safetensors continues exactly where the run stopped.");
     f.add("--data-dir", &c.data_dir, "Kaggle-layout folder (empty: the synthetic set)");
-    f.add("--train-csv", &c.train_csv, "training split file (with --val-csv; instead of --data-dir)");
+    f.add("--train-csv", &c.train_csv,
+          "training split file (with --val-csv); with --data-dir D its bare names are D/train/NAME and D/train_masks/NAME, "
+          "other relative paths are relative to the CSV");
     f.add("--val-csv", &c.val_csv, "validation split file");
     f.add("--val-fraction", &c.val_fraction, "share of the cars held out for validation (automatic split)");
     f.add("--split-seed", &split_seed, "seed of the automatic split by car");

@@ -132,7 +132,7 @@ void write_split_csv(const std::string& path, const std::vector<Sample>& samples
   write_file_atomic(path, text);
 }
 
-std::vector<Sample> read_split_csv(const std::string& path) {
+std::vector<Sample> read_split_csv(const std::string& path, const std::string& data_dir) {
   // A folder opens as a stream on Linux and fails only on the first read, with a library message.
   if (fs::is_directory(path)) throw std::runtime_error(path + ": is a folder, not a split file (CSV with the header image,mask)");
   std::ifstream file(path, std::ios::binary);
@@ -151,9 +151,12 @@ std::vector<Sample> read_split_csv(const std::string& path) {
     throw std::runtime_error(path + ":1: expected the header 'image,mask', got " +
                              (text.empty() ? std::string("an empty file") : "'" + first + "'"));
 
-  const fs::path dir = fs::path(path).parent_path();
-  auto resolve = [&](const std::string& p) {
-    return fs::path(p).is_relative() && !dir.empty() ? (dir / p).string() : p;
+  const fs::path dir = fs::absolute(path).parent_path();
+  auto resolve = [&](const std::string& p, const char* data_subdir) {
+    const fs::path f(p);
+    if (!f.is_relative()) return p;
+    if (!data_dir.empty() && !f.has_parent_path()) return (fs::absolute(data_dir) / data_subdir / f).string();
+    return (dir / f).string();
   };
   std::vector<Sample> out;
   const std::vector<Record> records = parse_csv(text, path);
@@ -167,7 +170,7 @@ std::vector<Sample> read_split_csv(const std::string& path) {
       fail("expected 2 fields, got " + std::to_string(r.fields.size()));
     if (r.fields[0].empty()) fail("empty image path");
     if (r.fields[1].empty()) fail("empty mask path");
-    out.push_back({resolve(r.fields[0]), resolve(r.fields[1])});
+    out.push_back({resolve(r.fields[0], "train"), resolve(r.fields[1], "train_masks")});
   }
   return out;
 }

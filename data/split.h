@@ -44,9 +44,13 @@ void write_split_csv(const std::string& path, const std::vector<Sample>& samples
 
 // Reads a split file: the first line must be exactly `image,mask` (a UTF-8 byte-order mark and CRLF
 // line ends are accepted); each further line is two fields, quoted or not. Blank lines are skipped.
-// A relative path is resolved against the CSV's folder, so a split file can sit beside its data.
+// A relative path is resolved against the CSV's folder, so a split file can sit beside its data;
+// with `data_dir` (train_unet's --data-dir), a bare file name (no folder in it, as in the seed's split
+// files: `0cdf5b5d0ce1_01.jpg,0cdf5b5d0ce1_01_mask.gif`) is resolved against data_dir/train (images)
+// and data_dir/train_masks (masks) instead. Resolved paths are absolute, so the split file a run
+// writes into its folder names the same files from anywhere.
 // Errors are std::runtime_error "<path>:<line>: <what>", e.g. "split.csv:3: expected 2 fields, got 1",
 // or "<path>: no such file".
-std::vector<Sample> read_split_csv(const std::string& path);
+std::vector<Sample> read_split_csv(const std::string& path, const std::string& data_dir = "");
 
 }  // namespace tl::data

@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project builds and tests with, and only those that are missing.
-# Usage: scripts/install_deps.sh            (build + test dependencies)
+# Usage: scripts/install_deps.sh [train|test]
+#   train  what building and training need (scripts/train.sh)
+#   test   (the default) that, and what the tests need (scripts/test.sh)
 # Prints what it installs; prints nothing to do when everything is present.
 set -euo pipefail
 
-packages=(
+train_packages=(
   cmake g++ make         # the build
   libeigen3-dev          # CPU GEMM (Eigen 3.4)
   libstb-dev             # image decode/encode headers
-  doctest-dev            # the test framework
+  doctest-dev            # the test framework (headers; the build configures the tests too)
+)
+test_packages=(
   python3-torch          # the PyTorch reference of the parity tests (run with /usr/bin/python3)
   libopenblas-dev        # without it Debian's torch falls back to a reference BLAS 30x slower
   clang libclang-rt-14-dev  # the fuzz harnesses (scripts/fuzz.sh): clang and its libFuzzer runtime
+  chromium               # headless, for the run report check (tests/report_browser.py)
 )
+
+mode=${1:-test}
+case "$mode" in
+  train) packages=("${train_packages[@]}") ;;
+  test) packages=("${train_packages[@]}" "${test_packages[@]}") ;;
+  *) echo "install_deps: unknown mode '$mode' (expected train or test)" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install_deps.sh
+bash scripts/install_deps.sh test
 
 preset=release
 if [ -n "${CI:-}" ]; then preset=ci; fi

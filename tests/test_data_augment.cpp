@@ -298,3 +298,30 @@ TEST_CASE("split: the real Carvana sample puts 3 of its 12 cars in validation") 
   for (const std::string& c : cars_of(val)) names += " " + c;
   MESSAGE("validation cars (seed 20):" << names);
 }
+
+TEST_CASE("split: the seed's bare names resolve against data_dir/train and data_dir/train_masks") {
+  TempDir dir;
+  std::ofstream(dir.file("seed.csv")) << "image,mask\n0cdf5b5d0ce1_01.jpg,0cdf5b5d0ce1_01_mask.gif\n"
+                                         "sub/x_02.jpg,sub/x_02_mask.gif\n/abs/y_03.jpg,/abs/y_03_mask.gif\n";
+  const fs::path data = dir.path / "carvana";
+  const std::vector<Sample> with = read_split_csv(dir.file("seed.csv"), data.string());
+  REQUIRE(with.size() == 3);
+  CHECK(with[0].image == (data / "train" / "0cdf5b5d0ce1_01.jpg").string());
+  CHECK(with[0].mask == (data / "train_masks" / "0cdf5b5d0ce1_01_mask.gif").string());
+  CHECK(with[1].image == (dir.path / "sub/x_02.jpg").string());  // a path with a folder: relative to the CSV
+  CHECK(with[1].mask == (dir.path / "sub/x_02_mask.gif").string());
+  CHECK(with[2].image == "/abs/y_03.jpg");
+  const std::vector<Sample> without = read_split_csv(dir.file("seed.csv"));
+  CHECK(without[0].image == (dir.path / "0cdf5b5d0ce1_01.jpg").string());
+  CHECK(without[0].mask == (dir.path / "0cdf5b5d0ce1_01_mask.gif").string());
+  CHECK(without[1] == with[1]);
+
+  // Relative CSV and data paths resolve to absolute ones: the run folder's copy names the same files.
+  const fs::path cwd = fs::current_path();
+  fs::current_path(dir.path);
+  const std::vector<Sample> rel = read_split_csv("seed.csv", "carvana");
+  const std::vector<Sample> rel_csv = read_split_csv("seed.csv");
+  fs::current_path(cwd);
+  CHECK(rel == with);
+  CHECK(rel_csv == without);
+}

@@ -429,3 +429,100 @@ TEST_CASE("predict: predict_unet checks its outputs first, --skip-bad, and a sto
   CHECK(fs::exists(dir.file("o6/c_3_mask.png")));
 }
 #endif
+
+namespace {
+
+Image mirror(const Image& im) {
+  Image out = im;
+  for (int64_t y = 0; y < im.height; ++y)
+    for (int64_t x = 0; x < im.width; ++x)
+      for (int64_t c = 0; c < im.channels; ++c) out.at(y, im.width - 1 - x, c) = im.at(y, x, c);
+  return out;
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  const std::vector<float> x = a.to_vector<float>(), y = b.to_vector<float>();
+  REQUIRE(x.size() == y.size());
+  double m = 0;
+  for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(static_cast<double>(x[i]) - y[i]));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("predict: flip_width mirrors the last axis") {
+  Tensor t = empty({2, 3});
+  float* p = t.data_ptr<float>();
+  for (int i = 0; i < 6; ++i) p[i] = static_cast<float>(i);
+  CHECK(flip_width(t).to_vector<float>() == std::vector<float>{2, 1, 0, 5, 4, 3});
+  CHECK(flip_width(flip_width(t)).to_vector<float>() == t.to_vector<float>());
+  CHECK_THROWS_AS(flip_width(Tensor()), std::invalid_argument);
+}
+
+TEST_CASE("predict: --tta is the mean of the photo's pass and its mirror's pass mirrored back") {
+  TempDir dir;
+  const std::string ckpt = save_tiny(dir, "m.safetensors");
+  const Predictor plain(ckpt);  // 40x56: photos at the model size go through no resize, no crop
+  Predictor tta(ckpt);
+  tta.set_tta(true);
+  CHECK(tta.tta());
+  for (uint32_t seed : {11u, 12u}) {
+    CAPTURE(seed);
+    const Image photo = random_photo(40, 56, 3, seed);
+    const Tensor a = plain.predict_probability(photo);
+    const Tensor b = flip_width(plain.predict_probability(mirror(photo)));
+    // The random model is not mirror-symmetric, so the two passes differ and the check below can fail.
+    const double gap = max_abs_diff(a, b);
+    MESSAGE("plain pass vs mirrored pass: max abs difference " << gap);
+    CHECK(gap > 1e-4);  // far above the tolerance below
+    TL_CHECK_CLOSE(tta.predict_probability(photo), ((a + b) * 0.5).contiguous(), 1e-6);
+  }
+  // A batch of photos of other sizes: each photo's TTA probability is what it gets alone.
+  const std::vector<Image> photos = {random_photo(97, 131, 3, 13), random_photo(40, 56, 3, 14)};
+  const std::vector<Tensor> batch = tta.predict_probability(photos);
+  for (size_t k = 0; k < photos.size(); ++k) TL_CHECK_CLOSE(batch[k], tta.predict_probability(photos[k]), 1e-5);
+
+  // predict_unet --tta writes the TTA masks.
+  fs::create_directories(dir.path / "in");
+  const Image photo = random_photo(40, 56, 3, 15);
+  data::write_png(dir.file("in/p_1.png"), photo);
+  std::string out;
+  REQUIRE(run(std::string(TL_PREDICT_UNET) + " --checkpoint " + ckpt + " --input " + dir.file("in") + " --output " +
+                  dir.file("out") + " --tta --device cpu",
+              &out) == 0);
+  CHECK_MESSAGE(out.find("model 40x56 with flip TTA on cpu") != std::string::npos, out);
+  const Image written = data::read_mask(dir.file("out/p_1_mask.png"));
+  CHECK(written.pixels == tta.predict_mask(photo).pixels);
+}
+
+TEST_CASE("predict: with a mirror-symmetric model --tta changes nothing") {
+  TempDir dir;
+  Generator g(21);
+  nn::UNet net(tiny_config(), &g);
+  // Every kernel averaged with its own left-right mirror: the model then commutes with the mirror
+  // (at sizes that need no crop), so the mirrored pass mirrored back is the plain pass.
+  int64_t kernels = 0;
+  for (auto& [name, param] : net.named_parameters()) {
+    if (param.dim() != 4 || param.size(3) == 1) continue;
+    const Tensor sym = ((param + flip_width(param)) * 0.5).contiguous();
+    std::memcpy(param.data_ptr<float>(), sym.data_ptr<float>(), static_cast<size_t>(sym.numel()) * sizeof(float));
+    ++kernels;
+  }
+  CHECK(kernels > 0);
+  safetensors::Metadata extra;
+  extra["image_size"] = "40x56";
+  const std::string ckpt = dir.file("sym.safetensors");
+  nn::save_checkpoint(ckpt, net, nullptr, {}, extra);
+  const Predictor plain(ckpt);
+  Predictor tta(ckpt);
+  tta.set_tta(true);
+  for (uint32_t seed : {31u, 32u}) {
+    CAPTURE(seed);
+    const Image photo = random_photo(40, 56, 3, seed);
+    const Tensor a = plain.predict_probability(photo);
+    // Float sums run in another order on the mirrored photo: equal up to rounding.
+    TL_CHECK_CLOSE(flip_width(plain.predict_probability(mirror(photo))), a, 1e-5);
+    TL_CHECK_CLOSE(tta.predict_probability(photo), a, 1e-5);
+    CHECK(tta.predict_mask(photo).pixels == plain.predict_mask(photo).pixels);
+  }
+}

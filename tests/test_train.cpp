@@ -12,6 +12,8 @@
 #include <thread>
 
 #include "data/image.h"
+#include "data/split.h"
+#include "data/synthetic.h"
 #include "nn/safetensors.h"
 #include "tests/test_util.h"
 #include "train/metrics.h"
@@ -381,7 +383,7 @@ TEST_CASE("run folder: a run stopped before its first checkpoint is restartable,
   fs::remove(out / "best.safetensors.tmp.1.link");
   CHECK(inspect_run_folder(out, c) == FolderState::Resumable);
   const std::string refusal = "already holds a run (config.json, log.txt, train.csv, val.csv, metrics.csv, last.safetensors, "
-                              "best.safetensors, synthetic/); continue it with: train_unet --resume " +
+                              "best.safetensors, report.html, curves.svg, synthetic/); continue it with: train_unet --resume " +
                               (out / "last.safetensors").string();
   CHECK_THROWS_WITH_AS(train::train(c, again, false), doctest::Contains(refusal.c_str()), std::runtime_error);
 }
@@ -481,4 +483,47 @@ TEST_CASE("run folder: fatal errors reach log.txt with what to do; --threads has
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("--threads 100000: at most"), std::invalid_argument);
   c.threads = 1;
   CHECK_NOTHROW(c.validate());
+}
+
+TEST_CASE("train: the seed's split files with bare names train against --data-dir") {
+  TempDir dir;
+  const fs::path data = dir.path / "carvana";
+  data::SyntheticOptions so;
+  so.height = 64;
+  so.width = 96;
+  data::write_synthetic(data.string(), 16, so);  // cars synth0000 and synth0001, 8 views each
+  std::ofstream train_csv(dir.path / "train_desc.csv"), val_csv(dir.path / "test_desc.csv");
+  train_csv << "image,mask\n";
+  val_csv << "image,mask\n";
+  for (const auto& e : fs::directory_iterator(data / "train")) {
+    const std::string name = e.path().filename().string(), stem = e.path().stem().string();
+    (stem.rfind("synth0000", 0) == 0 ? train_csv : val_csv) << name << "," << stem << "_mask.png\n";
+  }
+  train_csv.close();
+  val_csv.close();
+  TrainConfig c = tiny_config(dir.path / "run");
+  c.data_dir = data.string();
+  c.train_csv = (dir.path / "train_desc.csv").string();
+  c.val_csv = (dir.path / "test_desc.csv").string();
+  c.epochs = 1;
+  std::ostringstream console;
+  const TrainResult r = train::train(c, console, false);
+  CHECK(r.stop == StopReason::Finished);
+  CHECK(r.epochs_done == 1);
+  const std::string line = "(bare names in " + data.string() + "); train 8 images of 1 cars, validation 8 images of 1 cars";
+  CHECK_MESSAGE(console.str().find(line) != std::string::npos, console.str());
+  // The run's own split files name the files in data/train and data/train_masks, absolutely.
+  const std::vector<data::Sample> used = data::read_split_csv((dir.path / "run" / "val.csv").string());
+  REQUIRE(used.size() == 8);
+  for (const data::Sample& x : used) {
+    CHECK(fs::path(x.image).is_absolute());
+    CHECK(fs::path(x.image).parent_path() == fs::absolute(data / "train"));
+    CHECK(fs::path(x.mask).parent_path() == fs::absolute(data / "train_masks"));
+  }
+  // Without --data-dir the same names are relative to the CSV's folder, where they are not.
+  TrainConfig plain = c;
+  plain.data_dir.clear();
+  plain.out = (dir.path / "run2").string();
+  const std::string missing = (dir.path / "synth0000_01.jpg").string() + ": no such file";
+  CHECK_THROWS_WITH_AS(train::train(plain, console, false), doctest::Contains(missing.c_str()), std::runtime_error);
 }

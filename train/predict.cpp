@@ -119,6 +119,32 @@ Predictor::Predictor(const std::string& checkpoint, int64_t height, int64_t widt
   }
 }
 
+Predictor::Predictor(std::shared_ptr<nn::UNet> model, int64_t height, int64_t width, Device device)
+    : checkpoint_("(model in memory)"), height_(height), width_(width), device_(device), model_(std::move(model)) {
+  if (!model_) throw std::invalid_argument("Predictor: no model");
+  if (height <= 0 || width <= 0)
+    throw std::invalid_argument("Predictor: model input size " + size_str(height, width) + " must be positive");
+  if (model_->config().out_channels != 1)
+    throw std::invalid_argument("Predictor: the predictor needs a model with 1 output channel (car), this one has " +
+                                std::to_string(model_->config().out_channels));
+  model_->eval();
+}
+
+Tensor flip_width(const Tensor& t) {
+  if (!t.defined() || t.dim() < 1 || t.dtype() != kFloat32)
+    throw std::invalid_argument("flip_width: expected a float32 tensor of rank 1 or more");
+  const Tensor src_t = t.to(Device::cpu()).contiguous();
+  const int64_t W = src_t.size(src_t.dim() - 1), rows = W == 0 ? 0 : src_t.numel() / W;
+  Tensor out = empty(src_t.shape());
+  const float* src = src_t.data_ptr<float>();  // (rows, W)
+  float* dst = out.data_ptr<float>();
+  parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t x = 0; x < W; ++x) dst[r * W + x] = src[r * W + W - 1 - x];
+  });
+  return out;
+}
+
 std::vector<Tensor> Predictor::predict_probability(const std::vector<Image>& photos) const {
   if (photos.empty()) return {};
   const int64_t N = static_cast<int64_t>(photos.size()), C = model_->config().in_channels;
@@ -134,6 +160,10 @@ std::vector<Tensor> Predictor::predict_probability(const std::vector<Image>& pho
   {
     NoGradGuard no_grad;
     prob = sigmoid(model_->forward(batch.to(device_))).to(Device::cpu()).contiguous();  // (N, 1, h', w'), h' <= h
+    if (tta_) {  // the mirrored photos, their probabilities mirrored back, and the mean of the two
+      const Tensor mirrored = flip_width(sigmoid(model_->forward(flip_width(batch).to(device_))));
+      prob = ((prob + mirrored) * 0.5).contiguous();
+    }
   }
   std::vector<Tensor> out;
   out.reserve(photos.size());

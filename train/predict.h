@@ -8,7 +8,9 @@
 //      luma for a 1-channel model), resized to the model size h x w (data::resize, Interp::Auto:
 //      area when shrinking, bilinear when growing) and scaled to [0, 1] (data::image_to_tensor);
 //   2. one forward of the eval-mode UNet for the whole batch, under NoGradGuard, then sigmoid (on the
-//      predictor's device; the probabilities come back to the CPU);
+//      predictor's device; the probabilities come back to the CPU); with test-time augmentation
+//      (set_tta) a second forward of the batch flipped left-right, whose output is flipped back,
+//      and the mean of the two probability maps, (p(x) + flip(p(flip(x)))) / 2, at the model's size;
 //   3. the probability map mapped back onto the photo's H x W frame with float bilinear interpolation
 //      (probability_to_frame), never through 8 bits;
 //   4. thresholded: probability > threshold is car (1), else 0.
@@ -37,6 +39,14 @@ class Predictor {
   // Photos are prepared on the CPU, the batch runs on `device`, probabilities come back to the CPU.
   explicit Predictor(const std::string& checkpoint, int64_t height = 0, int64_t width = 0,
                      Device device = Device::cpu());
+  // A model already in memory (the trainer's, for its validation panels) at input size height x
+  // width, both positive; the model is switched to eval mode and stays shared with the caller.
+  Predictor(std::shared_ptr<nn::UNet> model, int64_t height, int64_t width, Device device);
+
+  // Test-time augmentation: the mean of the photo's and its horizontal mirror's probabilities (see
+  // the pipeline above). Off by default; it doubles the cost of a forward.
+  void set_tta(bool on) { tta_ = on; }
+  bool tta() const { return tta_; }
 
   const std::string& checkpoint() const { return checkpoint_; }
   int64_t height() const { return height_; }  // model input size
@@ -58,7 +68,12 @@ class Predictor {
   int64_t height_ = kDefaultPredictHeight, width_ = kDefaultPredictWidth;
   Device device_;
   std::shared_ptr<nn::UNet> model_;
+  bool tta_ = false;
 };
+
+// A float32 tensor of any rank >= 1, mirrored along its last axis (left-right for (..., H, W)), on the
+// CPU: out[..., x] = in[..., W - 1 - x].
+Tensor flip_width(const Tensor& t);
 
 // Maps a model output plane onto the full frame of the original photo, bilinearly in float.
 //   prob: (h', w') float32, the output of a model run on an input of model_height x model_width.

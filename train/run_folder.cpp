@@ -25,7 +25,8 @@ namespace {
 
 // The files a run writes at the top of its folder (synthetic/ is the generated set's folder).
 const char* const kRunFiles[] = {"config.json", "log.txt", "train.csv", "val.csv", "metrics.csv", "last.safetensors",
-                                 "best.safetensors"};
+                                 "best.safetensors", "report.html", "curves.svg"};
+const char* const kPanels = "panels";  // the per-epoch validation panels: every file in it is the run's
 
 std::string read_text(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
@@ -124,26 +125,38 @@ void link_over(const fs::path& from, const fs::path& to) {
   sync_folder(to.parent_path());
 }
 
-// Removes `<run file>.tmp.<pid>...` and `<run file>.link.<pid>` files whose process is gone.
+// Whether `name` is `<prefix>.tmp.<pid>...` or `<prefix>.link.<pid>` of a process that is gone.
+bool stale_temp(const std::string& name, const std::string& prefix) {
+  for (const char* tag : {".tmp.", ".link."}) {
+    const std::string start = prefix + tag;
+    if (name.rfind(start, 0) != 0) continue;
+    const std::string rest = name.substr(start.size());
+    const size_t digits = rest.find_first_not_of("0123456789");
+    if (digits == 0 || (digits != std::string::npos && rest[digits] != '.')) continue;
+    const long pid = std::strtol(rest.c_str(), nullptr, 10);
+    const bool alive = pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
+    if (!alive) return true;
+  }
+  return false;
+}
+
+// Removes the temporary files of the run's files (and of panels/) whose process is gone.
 std::vector<std::string> remove_stale_temps(const fs::path& dir) {
   std::vector<std::string> removed;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
     for (const char* f : kRunFiles) {
-      for (const char* tag : {".tmp.", ".link."}) {
-        const std::string prefix = std::string(f) + tag;
-        if (name.rfind(prefix, 0) != 0) continue;
-        const std::string rest = name.substr(prefix.size());
-        const size_t digits = rest.find_first_not_of("0123456789");
-        if (digits == 0 || (digits != std::string::npos && rest[digits] != '.')) continue;
-        const long pid = std::strtol(rest.c_str(), nullptr, 10);
-        const bool alive = pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
-        if (alive) continue;
-        std::error_code rm;
-        if (fs::remove(entry.path(), rm)) removed.push_back(name);
-      }
+      std::error_code rm;
+      if (stale_temp(name, f) && fs::remove(entry.path(), rm)) removed.push_back(name);
     }
+  }
+  for (const auto& entry : fs::directory_iterator(dir / kPanels, ec)) {
+    const std::string name = entry.path().filename().string();
+    const size_t tmp = name.find(".tmp.");
+    std::error_code rm;
+    if (tmp != std::string::npos && tmp > 0 && stale_temp(name, name.substr(0, tmp)) && fs::remove(entry.path(), rm))
+      removed.push_back(std::string(kPanels) + "/" + name);
   }
   return removed;
 }
@@ -340,8 +353,9 @@ RunFolder::RunFolder(const TrainConfig& cfg) : cfg_(cfg), dir_(cfg.out) {
   } else if (state == FolderState::Restartable) {
     // A run that stopped before its first checkpoint: nothing in it is worth keeping but its log.
     // config.json stays until it is rewritten, so that a kill in between leaves a restartable folder.
-    for (const char* f : {"metrics.csv", "train.csv", "val.csv"}) fs::remove(dir_ / f);
+    for (const char* f : {"metrics.csv", "train.csv", "val.csv", "report.html", "curves.svg"}) fs::remove(dir_ / f);
     fs::remove_all(dir_ / "synthetic");
+    fs::remove_all(dir_ / kPanels);
     notes_.push_back("starting over: " + dir_.string() + " held a run that stopped before its first checkpoint");
   }
   const size_t logged = notes_.size();
@@ -407,6 +421,12 @@ void RunFolder::write_metric_rows(const std::vector<std::string>& rows) {
   for (const std::string& r : rows) text += r + "\n";
   write_file_atomic(file("metrics.csv").string(), text);
   fault_point("metrics");
+}
+
+fs::path RunFolder::view_path(const std::string& name) const {
+  const fs::path path = dir_ / name;
+  if (path.parent_path() != dir_) fs::create_directories(path.parent_path());
+  return path;
 }
 
 void RunFolder::save_epoch(const Writer& write, int64_t epoch, bool is_best) {

@@ -10,6 +10,9 @@
 //   last.safetensors   the newest position: after every epoch and on a stop
 //   best.safetensors   a hard link to the checkpoint of the best epoch (a copy where the file
 //                      system has no hard links)
+//   report.html, curves.svg, panels/epoch_NNN.jpg
+//                      the views a person opens (train/run_report.h): rewritten at the start and
+//                      after every epoch's checkpoint; never read back by the trainer
 //
 // Invariants, at every instant (each file is replaced by an atomic rename, never rewritten):
 // - A folder is in one of four states: fresh (none of the files above), foreign (some of them, but
@@ -86,6 +89,11 @@ class RunFolder {
   // metrics.csv: the rows of epochs 1..keep, and a rewrite with `rows`.
   std::vector<std::string> metric_rows(int64_t keep) const;
   void write_metric_rows(const std::vector<std::string>& rows);
+
+  // The path of a view (report.html, curves.svg, panels/...: `name` relative to the folder), its
+  // subfolder made when missing. Views are written with tl::write_file_atomic (data::write_jpeg is
+  // too), so a browser reloading one never reads a partial file.
+  std::filesystem::path view_path(const std::string& name) const;
 
   // The checkpoint at the end of epoch `epoch`: written under a temporary name, linked as best when
   // `is_best`, then renamed to last. A failure leaves last and best as they were.

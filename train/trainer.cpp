@@ -25,6 +25,7 @@
 #include "train/metrics.h"
 #include "train/progress.h"
 #include "train/run_folder.h"
+#include "train/run_report.h"
 
 namespace fs = std::filesystem;
 
@@ -239,9 +240,10 @@ Splits find_data(const TrainConfig& cfg, const RunFolder& folder, std::vector<st
     return s;
   }
   if (!cfg.train_csv.empty()) {
-    s.train = data::read_split_csv(cfg.train_csv);
-    s.val = data::read_split_csv(cfg.val_csv);
-    s.source = "split files " + cfg.train_csv + " and " + cfg.val_csv;
+    s.train = data::read_split_csv(cfg.train_csv, cfg.data_dir);  // bare names: in data_dir/train, train_masks
+    s.val = data::read_split_csv(cfg.val_csv, cfg.data_dir);
+    s.source = "split files " + cfg.train_csv + " and " + cfg.val_csv +
+               (cfg.data_dir.empty() ? "" : " (bare names in " + cfg.data_dir + ")");
   } else {
     fs::path dir = cfg.data_dir;
     if (dir.empty()) {
@@ -310,7 +312,6 @@ void TrainConfig::validate() const {
     bad(flag + ": expected " + list + ", got '" + v + "'");
   };
   if (train_csv.empty() != val_csv.empty()) bad("--train-csv and --val-csv go together: give both or neither");
-  if (!train_csv.empty() && !data_dir.empty()) bad("give --data-dir or --train-csv/--val-csv, not both");
   if (train_csv.empty() && !(val_fraction > 0 && val_fraction < 1))
     bad("--val-fraction: expected a number between 0 and 1 (exclusive), got " + exact(val_fraction));
   if (synthetic_count < 16) bad("--synthetic-count: at least 16 samples (two cars), got " + std::to_string(synthetic_count));
@@ -477,6 +478,10 @@ class Run {
     if (cfg_.resume.empty() || !folder_.has_splits()) folder_.write_splits(splits.train, splits.val);
     fault_point("data");
     say("data: " + splits.source + "; train " + describe_cars(splits.train) + ", validation " + describe_cars(splits.val));
+    // The views a person opens (train/run_report.h): report.html from the start.
+    report_ = std::make_unique<RunReport>(cfg_, folder_, splits.train, splits.val, splits.source,
+                                          [&](const std::string& l) { say(l); });
+    report_->start();
     data::DatasetOptions dopt;
     dopt.height = cfg_.height;
     dopt.width = cfg_.width;
@@ -609,6 +614,7 @@ class Run {
                              Progress::format_duration(seconds) + (best ? "  (best)" : "");
     progress_.finish_epoch(line);
     folder_.log(line);
+    report_->end_epoch(epoch_ + 1, model_, device_);  // the epoch's panel, curves.svg, report.html
     ++epoch_;
     if (result_.stop == StopReason::Finished && !g_stop_signal) return true;
     if (g_stop_signal) result_.stop = StopReason::Interrupted;
@@ -623,6 +629,7 @@ class Run {
   TrainResult finish(Clock::time_point run_start) {
     result_.signal = result_.stop == StopReason::Interrupted ? static_cast<int>(g_stop_signal) : 0;
     result_.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
+    report_->finish(result_);
     if (result_.stop == StopReason::Finished)
       say("finished " + std::to_string(result_.epochs_done) + " epochs in " + Progress::format_duration(result_.seconds) +
           "; best val dice " + fixed(result_.best_val_dice, 4) + " at epoch " + std::to_string(result_.best_epoch) +
@@ -725,6 +732,7 @@ class Run {
   std::unique_ptr<Schedule> schedule_;
   std::unique_ptr<data::BatchLoader> train_loader_, val_loader_;
   std::unique_ptr<data::DeviceStager> stager_;
+  std::unique_ptr<RunReport> report_;
   TrainResult result_;
   std::vector<std::string> rows_;  // metrics.csv
   int64_t epoch_ = 0, first_batch_ = 0;  // where to start: 0-based epoch, batches already done in it

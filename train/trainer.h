@@ -11,6 +11,7 @@
 //   last.safetensors   model + optimizer + schedule + position, written after every epoch and on a stop
 //   best.safetensors   the same at the epoch of the best validation dice so far
 //   synthetic/         the generated data set, when no --data-dir was given
+//   report.html, curves.svg, panels/epoch_NNN.jpg   the views for people (train/run_report.h)
 #include <cstdint>
 #include <iosfwd>
 #include <stdexcept>
