@@ -12,6 +12,8 @@ packages=(
   python3-torch          # the PyTorch reference of the parity tests (run with /usr/bin/python3)
   libopenblas-dev        # without it Debian's torch falls back to a reference BLAS 30x slower
   clang libclang-rt-14-dev  # the fuzz harnesses (scripts/fuzz.sh): clang and its libFuzzer runtime
+  libonnx-dev libprotobuf-dev  # ONNX export (apps/export_onnx); optional at build time
+  python3-venv           # the onnx test sets up onnxruntime from PyPI in a virtual environment
 )
 
 missing=()
