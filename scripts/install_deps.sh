@@ -14,6 +14,7 @@ packages=(
   clang libclang-rt-14-dev  # the fuzz harnesses (scripts/fuzz.sh): clang and its libFuzzer runtime
   libonnx-dev libprotobuf-dev  # ONNX export (apps/export_onnx); optional at build time
   python3-venv           # the onnx test sets up onnxruntime from PyPI in a virtual environment
+  libturbojpeg0-dev      # JPEG decoding at a reduced DCT scale (data/photo_decode.h); optional at build time
 )
 
 missing=()
