@@ -1,9 +1,7 @@
 #include "data/photo_decode.h"
 
-#include <cstdio>
 #include <fstream>
 #include <iterator>
-#include <memory>
 #include <stdexcept>
 #include <vector>
 
