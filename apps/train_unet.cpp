@@ -66,6 +66,9 @@ int main(int argc, char** argv) {
     f.add("--workers", &c.workers, "loader threads that prepare batches ahead");
     f.add_switch("--no-augment", &no_augment, "train without rotation and flips");
     f.add_switch("--skip-bad", &c.skip_bad, "skip (and count) unreadable or mismatched samples instead of stopping");
+    f.add("--decoder", &c.decoder, "stb | turbo (JPEGs decoded by libjpeg-turbo at a reduced scale, then resized)");
+    f.add("--cache-mb", &c.cache_mb,
+          "memory for decoded samples, MiB; the rest are decoded every epoch by the workers (-1: half the RAM)");
     f.add("--max-pixels", &max_pixels,
           "refuse an image or mask whose header declares more pixels (H*W) than this, before decoding it");
     f.add("--out", &c.out, "run folder (none: runs/train_<date>-<time>, or with --resume the checkpoint's folder)");
@@ -79,10 +82,12 @@ int main(int argc, char** argv) {
     if (!c.resume.empty()) {
       // The run's own settings come from the checkpoint; only these may change on a resume.
       const std::vector<std::string> free_flags = {"--resume", "--epochs", "--max-steps", "--quiet", "--threads",
-                                                   "--workers", "--out", "--device", "--tf32", "--max-pixels"};
+                                                   "--workers", "--out", "--device", "--tf32", "--max-pixels",
+                                                   "--cache-mb"};
       for (const char* name : {"--data-dir", "--train-csv", "--val-csv", "--val-fraction", "--split-seed", "--synthetic-count",
                                "--image-size", "--batch-size", "--lr", "--optimizer", "--weight-decay", "--scheduler",
-                               "--loss", "--activation", "--features", "--conv-bias", "--seed", "--no-augment", "--skip-bad"})
+                               "--loss", "--activation", "--features", "--conv-bias", "--seed", "--no-augment", "--skip-bad",
+                               "--decoder"})
         if (f.was_set(name))
           throw UsageError(std::string(name) + " cannot change on --resume: the run's settings come from the checkpoint");
       // A kill may have left the checkpoint pair one save apart: repaired first (or the folder named
@@ -95,6 +100,7 @@ int main(int argc, char** argv) {
       else r.max_steps = 0;
       if (f.was_set("--threads")) r.threads = c.threads;
       if (f.was_set("--workers")) r.workers = c.workers;
+      if (f.was_set("--cache-mb")) r.cache_mb = c.cache_mb;
       if (f.was_set("--device")) r.device = c.device;
       if (f.was_set("--tf32")) r.tf32 = true;  // else the run's own setting
       r.quiet = c.quiet;

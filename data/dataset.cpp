@@ -9,6 +9,7 @@
 #include "data/dataset.h"
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -43,7 +44,7 @@ struct Loaded {
   std::string error;
 };
 
-Loaded load_sample(const Sample& s, int64_t height, int64_t width) {
+Loaded load_sample(const Sample& s, int64_t height, int64_t width, PhotoDecoder decoder) {
   Loaded out;
   try {
     // Both headers first: an image above the pixel limit, or a pair of different sizes, is refused
@@ -52,6 +53,15 @@ Loaded load_sample(const Sample& s, int64_t height, int64_t width) {
     if (mask_info.height != image_info.height || mask_info.width != image_info.width)
       throw std::runtime_error(s.image + ": image is " + wxh(image_info.width, image_info.height) + " but its mask " +
                                s.mask + " is " + wxh(mask_info.width, mask_info.height));
+    if (decoder != PhotoDecoder::Stb) {  // decoded straight to the training size (data/photo_decode.h)
+      out.image = read_photo_resized(s.image, height, width, decoder);
+      Image mask = read_mask(s.mask);
+      if (mask.height != image_info.height || mask.width != image_info.width)
+        throw std::runtime_error(s.image + ": image is " + wxh(image_info.width, image_info.height) + " but its mask " +
+                                 s.mask + " is " + wxh(mask.width, mask.height));
+      out.mask = resize_mask(mask, height, width);
+      return out;
+    }
     // Gray, gray + alpha and RGBA photos become RGB as Pillow's convert("RGB") makes them.
     Image image = read_image(s.image, 3);
     Image mask = read_mask(s.mask);
@@ -105,9 +115,15 @@ SegmentationDataset::SegmentationDataset(std::vector<Sample> samples, const Data
                                 std::to_string(options.height) + "x" + std::to_string(options.width));
   if (options.threads < 0)
     throw std::invalid_argument("SegmentationDataset: threads must be >= 0, got " + std::to_string(options.threads));
+  if (options.cache_bytes < -1)
+    throw std::invalid_argument("SegmentationDataset: cache_bytes must be -1 (no limit) or >= 0, got " +
+                                std::to_string(options.cache_bytes));
   if (samples.empty()) throw std::runtime_error("SegmentationDataset: no samples");
 
   const auto n = static_cast<int64_t>(samples.size());
+  // Samples [0, keep) stay in memory; the others are decoded once here (to check them, as every
+  // sample is) and dropped at once, so the decoding never holds more than the budget either.
+  const int64_t keep = options.cache_bytes < 0 ? n : std::min(n, options.cache_bytes / sample_bytes());
   const int64_t threads = std::min<int64_t>(options.threads > 0 ? options.threads : get_num_threads(), n);
   std::vector<Loaded> loaded(samples.size());
   std::atomic<int64_t> next{0};
@@ -123,7 +139,11 @@ SegmentationDataset::SegmentationDataset(std::vector<Sample> samples, const Data
       const int64_t i = next.fetch_add(1);
       if (i >= n) break;
       Loaded& slot = loaded[static_cast<size_t>(i)];
-      slot = load_sample(samples[static_cast<size_t>(i)], options.height, options.width);
+      slot = load_sample(samples[static_cast<size_t>(i)], options.height, options.width, options.decoder);
+      if (i >= keep) {  // outside the cache: dropped now (move-assigned, so the pixel buffers are freed)
+        slot.image = Image{};
+        slot.mask = Image{};
+      }
       if (!slot.error.empty() && !options.skip_bad) stop.store(true);
       std::lock_guard<std::mutex> lock(mu);
       ++done;
@@ -182,15 +202,16 @@ SegmentationDataset::SegmentationDataset(std::vector<Sample> samples, const Data
       continue;
     }
     samples_.push_back(std::move(samples[static_cast<size_t>(i)]));
+    if (!r.image.empty()) ++cached_;
     images_.push_back(std::move(r.image));
     masks_.push_back(std::move(r.mask));
   }
-  if (images_.empty())
+  if (samples_.empty())
     throw std::runtime_error("SegmentationDataset: no usable sample among " + std::to_string(n) + " (" +
                              std::to_string(skipped_.size()) + " skipped, the first: " + skipped_.front() + ")");
 }
 
-int64_t SegmentationDataset::size() const { return static_cast<int64_t>(images_.size()); }
+int64_t SegmentationDataset::size() const { return static_cast<int64_t>(samples_.size()); }
 
 namespace {
 void check_index(int64_t index, int64_t size, const char* op) {
@@ -200,21 +221,42 @@ void check_index(int64_t index, int64_t size, const char* op) {
 }
 }  // namespace
 
+bool SegmentationDataset::is_cached(int64_t index) const {
+  check_index(index, size(), "SegmentationDataset::is_cached");
+  return !images_[static_cast<size_t>(index)].empty();
+}
+
 const Image& SegmentationDataset::image(int64_t index) const {
-  check_index(index, size(), "SegmentationDataset::image");
+  if (!is_cached(index))
+    throw std::logic_error("SegmentationDataset::image: sample " + std::to_string(index) +
+                           " is outside the cache (cache_bytes); get() decodes it");
   return images_[static_cast<size_t>(index)];
 }
 
 const Image& SegmentationDataset::mask(int64_t index) const {
-  check_index(index, size(), "SegmentationDataset::mask");
+  if (!is_cached(index))
+    throw std::logic_error("SegmentationDataset::mask: sample " + std::to_string(index) +
+                           " is outside the cache (cache_bytes); get() decodes it");
   return masks_[static_cast<size_t>(index)];
 }
 
 Example SegmentationDataset::get(int64_t index, const AugmentOptions& augment, uint64_t seed, int64_t epoch) const {
-  check_index(index, size(), "SegmentationDataset::get");
-  Example ex{image_to_tensor(images_[static_cast<size_t>(index)]), mask_to_tensor(masks_[static_cast<size_t>(index)])};
+  Example ex;
+  if (is_cached(index)) {
+    ex = {image_to_tensor(images_[static_cast<size_t>(index)]), mask_to_tensor(masks_[static_cast<size_t>(index)])};
+  } else {  // decoded as the constructor did: the same bytes a cached copy would hold
+    const Loaded l = load_sample(samples_[static_cast<size_t>(index)], options_.height, options_.width, options_.decoder);
+    if (!l.error.empty()) throw std::runtime_error(l.error + " (the file changed since the data set was loaded)");
+    ex = {image_to_tensor(l.image), mask_to_tensor(l.mask)};
+  }
   if (augment.enabled) apply_augment(draw_augment(augment, seed, epoch, index), ex.image, ex.mask);
   return ex;
+}
+
+int64_t default_cache_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return int64_t{4} << 30;  // unknown: 4 GiB
+  return static_cast<int64_t>(pages) * page / 2;
 }
 
 }  // namespace tl::data

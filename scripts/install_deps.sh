@@ -11,12 +11,15 @@ train_packages=(
   libeigen3-dev          # CPU GEMM (Eigen 3.4)
   libstb-dev             # image decode/encode headers
   doctest-dev            # the test framework (headers; the build configures the tests too)
+  libturbojpeg0-dev      # JPEG decoding at a reduced DCT scale (data/photo_decode.h); optional at build time
 )
 test_packages=(
   python3-torch          # the PyTorch reference of the parity tests (run with /usr/bin/python3)
   libopenblas-dev        # without it Debian's torch falls back to a reference BLAS 30x slower
   clang libclang-rt-14-dev  # the fuzz harnesses (scripts/fuzz.sh): clang and its libFuzzer runtime
   chromium               # headless, for the run report check (tests/report_browser.py)
+  libonnx-dev libprotobuf-dev  # ONNX export (apps/export_onnx); optional at build time
+  python3-venv           # the onnx test sets up onnxruntime from PyPI in a virtual environment
 )
 
 mode=${1:-test}

@@ -224,6 +224,8 @@ std::string restart_command(const TrainConfig& cfg) {
     flag("--image-size", std::to_string(cfg.height) + "x" + std::to_string(cfg.width));
   sw("--no-augment", !cfg.augment);
   sw("--skip-bad", cfg.skip_bad);
+  if (cfg.decoder != d.decoder) flag("--decoder", cfg.decoder);
+  if (cfg.cache_mb != d.cache_mb) flag("--cache-mb", std::to_string(cfg.cache_mb));
   std::string features;
   for (int64_t f : cfg.features) features += (features.empty() ? "" : ",") + std::to_string(f);
   flag("--features", features);  // always: the app's default depends on the data

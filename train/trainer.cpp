@@ -22,6 +22,7 @@
 #include "nn/unet.h"
 #include "tensor/parallel.h"
 #include "tensor/precision.h"
+#include "train/data_cache.h"
 #include "train/metrics.h"
 #include "train/progress.h"
 #include "train/run_folder.h"
@@ -348,6 +349,12 @@ void TrainConfig::validate() const {
     bad("--threads " + std::to_string(threads) + ": at most " + std::to_string(max_threads) + " (4 per hardware thread, " +
         std::to_string(hardware) + " here, and never more than 1024); 0 uses all cores");
   if (workers < 0) bad("--workers: must be 0 or positive, got " + std::to_string(workers));
+  if (cache_mb < -1) bad("--cache-mb: must be -1 (half the memory) or >= 0, got " + std::to_string(cache_mb));
+  try {
+    data::parse_photo_decoder(decoder);
+  } catch (const std::invalid_argument& e) {
+    bad(std::string("--") + e.what());
+  }
   if (seed < 0 || split_seed < 0) bad("--seed and --split-seed must not be negative");
   if (out.empty()) bad("--out: a run folder is required");
 }
@@ -369,6 +376,8 @@ std::string TrainConfig::to_json() const {
   str("image_size", std::to_string(height) + "x" + std::to_string(width));
   flag("augment", augment);
   flag("skip_bad", skip_bad);
+  str("decoder", decoder);
+  num("cache_mb", std::to_string(cache_mb));
   str("features", join(features));
   str("activation", activation);
   flag("conv_bias", conv_bias);
@@ -418,6 +427,8 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
       c.width = hw[1];
     } else if (key == "augment") c.augment = as_bool();
     else if (key == "skip_bad") c.skip_bad = as_bool();
+    else if (key == "decoder") c.decoder = as_str();
+    else if (key == "cache_mb") c.cache_mb = as_int();
     else if (key == "features") c.features = split_ints(key, as_str());
     else if (key == "activation") c.activation = as_str();
     else if (key == "conv_bias") c.conv_bias = as_bool();
@@ -486,8 +497,13 @@ class Run {
     dopt.height = cfg_.height;
     dopt.width = cfg_.width;
     dopt.skip_bad = cfg_.skip_bad;
+    dopt.decoder = data::parse_photo_decoder(cfg_.decoder);
+    const CacheBudget budget = split_cache_budget(cfg_.cache_mb, static_cast<int64_t>(splits.train.size()),
+                                                  static_cast<int64_t>(splits.val.size()));
     const auto load_start = Clock::now();
+    dopt.cache_bytes = budget.train;
     train_set_ = std::make_unique<data::SegmentationDataset>(splits.train, dopt);
+    dopt.cache_bytes = budget.val;
     val_set_ = std::make_unique<data::SegmentationDataset>(splits.val, dopt);
     for (const auto* ds : {train_set_.get(), val_set_.get()})
       for (const std::string& k : ds->skipped()) notes.push_back(k);
@@ -497,6 +513,7 @@ class Run {
     }
     say("decoded and resized to " + std::to_string(cfg_.height) + "x" + std::to_string(cfg_.width) + " in " +
         fixed(std::chrono::duration<double>(Clock::now() - load_start).count(), 1) + " s");
+    say(describe_cache(*train_set_, *val_set_, budget, cfg_.workers));
   }
 
   // The UNet (initialized on the CPU: the same weights on any device), its optimizer and schedule.

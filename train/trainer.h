@@ -35,6 +35,8 @@ struct TrainConfig {
   int64_t height = 160, width = 240;
   bool augment = true;
   bool skip_bad = false;
+  std::string decoder = "stb";     // stb | turbo (libjpeg-turbo at a reduced DCT scale, data/photo_decode.h)
+  int64_t cache_mb = -1;           // decoded-sample cache budget, MiB; -1: half the machine's memory
   // model
   std::vector<int64_t> features = {64, 128, 256, 512};
   std::string activation = "relu";
