@@ -12,6 +12,7 @@ packages=(
   python3-torch          # the PyTorch reference of the parity tests (run with /usr/bin/python3)
   libopenblas-dev        # without it Debian's torch falls back to a reference BLAS 30x slower
   clang libclang-rt-14-dev  # the fuzz harnesses (scripts/fuzz.sh): clang and its libFuzzer runtime
+  libopenmpi-dev openmpi-bin  # data-parallel training under mpirun (optional at build time)
 )
 
 missing=()
