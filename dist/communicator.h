@@ -37,6 +37,7 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual int local_rank() const = 0;  // rank among the processes on this machine
+  virtual int local_size() const = 0;  // processes of the run on this machine
   virtual const char* backend() const = 0;  // "single" | "mpi"
 
   virtual void all_reduce_sum(float* data, size_t n) = 0;

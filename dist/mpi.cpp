@@ -91,6 +91,7 @@ class Mpi final : public Communicator {
     MPI_Comm node;
     check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
     MPI_Comm_rank(node, &local_rank_);
+    MPI_Comm_size(node, &local_size_);
     MPI_Comm_free(&node);
     threaded_ = provided >= MPI_THREAD_MULTIPLE;
     if (threaded_) {
@@ -116,6 +117,7 @@ class Mpi final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   int local_rank() const override { return local_rank_; }
+  int local_size() const override { return local_size_; }
   const char* backend() const override { return "mpi"; }
 
   void all_reduce_sum(float* data, size_t n) override { all_reduce(data, n, MPI_FLOAT, MPI_COMM_WORLD); }
@@ -189,7 +191,7 @@ class Mpi final : public Communicator {
     }
   }
 
-  int rank_ = 0, size_ = 1, local_rank_ = 0;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   bool threaded_ = false;
   MPI_Comm async_comm_ = MPI_COMM_NULL;
   std::thread thread_;

@@ -4,6 +4,7 @@
 // the one-process run. Every rank checks its own results; the exit status is non-zero on every rank
 // when any rank failed.
 #define DOCTEST_CONFIG_IMPLEMENT
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <numeric>
@@ -12,6 +13,7 @@
 #include "dist/communicator.h"
 #include "dist/ddp.h"
 #include "dist/sync_batch_norm.h"
+#include "data/loader.h"
 #include "nn/optim.h"
 #include "nn/unet.h"
 #include "autograd/grad_hooks.h"
@@ -44,6 +46,8 @@ TEST_CASE("communicator: rank, size and local rank are consistent") {
   CHECK(rank < size);
   CHECK(comm().local_rank() >= 0);
   CHECK(comm().local_rank() <= rank);  // ranks on one machine are numbered in order
+  CHECK(comm().local_rank() < comm().local_size());
+  CHECK(comm().local_size() <= size);
   CHECK(size == dist::launched_world_size());
   std::vector<int64_t> ranks(static_cast<size_t>(size), 0);
   ranks[static_cast<size_t>(rank)] = rank + 1;
@@ -199,6 +203,36 @@ TEST_CASE("gradient reducer: buckets in reverse order under the cap, gradients a
       CHECK(b.started_ms <= b.finished_ms);
     }
   }
+}
+
+TEST_CASE("shard_order: rank-strided shards of one order, padded to equal length for training") {
+  const std::vector<int64_t> order = data::epoch_order(10, true, 20, 3);  // the same on every rank
+  // Padded (training): 10 samples over 4 ranks -> 12 = order + its first 2, 3 each.
+  std::vector<int64_t> all;
+  for (int64_t r = 0; r < 4; ++r) {
+    const auto s = data::shard_order(order, 4, r, true);
+    REQUIRE(s.size() == 3);
+    for (size_t k = 0; k < s.size(); ++k) CHECK(s[k] == order[(static_cast<size_t>(r) + 4 * k) % order.size()]);
+    all.insert(all.end(), s.begin(), s.end());
+  }
+  std::sort(all.begin(), all.end());
+  std::vector<int64_t> want(order.begin(), order.end());
+  want.push_back(order[0]);
+  want.push_back(order[1]);
+  std::sort(want.begin(), want.end());
+  CHECK(all == want);  // every sample, and the padding's two once more
+  // Unpadded (validation): an exact partition, lengths 3, 3, 2, 2.
+  all.clear();
+  for (int64_t r = 0; r < 4; ++r) {
+    const auto s = data::shard_order(order, 4, r, false);
+    CHECK(s.size() == static_cast<size_t>(r < 2 ? 3 : 2));
+    all.insert(all.end(), s.begin(), s.end());
+  }
+  std::sort(all.begin(), all.end());
+  CHECK(all == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  CHECK(data::shard_order(order, 1, 0, true) == order);  // one process: the order itself
+  CHECK(data::shard_order({}, 3, 2, true).empty());
+  CHECK_THROWS_WITH_AS(data::shard_order(order, 2, 2, true), doctest::Contains("rank 2 of 2"), std::invalid_argument);
 }
 
 namespace {
