@@ -58,7 +58,7 @@ void broadcast_buffers(Communicator& comm, nn::Module& module, int root) {
 
 GradReducer::GradReducer(Communicator& comm, const nn::NamedTensors& params, double bucket_mb) : comm_(comm) {
   if (!(bucket_mb > 0)) throw std::invalid_argument("GradReducer: bucket size must be positive, got " + std::to_string(bucket_mb) + " MB");
-  const auto cap = static_cast<size_t>(bucket_mb * 1024 * 1024);
+  cap_bytes_ = static_cast<size_t>(bucket_mb * 1024 * 1024);
   const size_t n = params.size();
   params_.reserve(n);
   bucket_of_.assign(n, 0);
@@ -72,11 +72,20 @@ GradReducer::GradReducer(Communicator& comm, const nn::NamedTensors& params, dou
     params_.push_back(p);
     index_[p.impl()] = i;
   }
-  // Reverse registration order: the last layers' gradients are the first that backward finishes.
+  // Reverse registration order: in a chain of layers the last ones' gradients are the first that
+  // backward finishes.
+  std::vector<size_t> order(n);
+  for (size_t k = 0; k < n; ++k) order[k] = n - 1 - k;
+  assign_buckets(order);
+}
+
+void GradReducer::assign_buckets(const std::vector<size_t>& order) {
+  buckets_.clear();
+  bucket_params_.clear();
   size_t bytes = 0;
-  for (size_t k = n; k-- > 0;) {
+  for (const size_t k : order) {
     const size_t pb = static_cast<size_t>(params_[k].numel()) * sizeof(float);
-    if (buckets_.empty() || (bytes > 0 && bytes + pb > cap)) {
+    if (buckets_.empty() || (bytes > 0 && bytes + pb > cap_bytes_)) {
       buckets_.emplace_back();
       bucket_params_.emplace_back();
       bytes = 0;
@@ -85,8 +94,27 @@ GradReducer::GradReducer(Communicator& comm, const nn::NamedTensors& params, dou
     offset_of_[k] = bytes / sizeof(float);
     bucket_params_.back().push_back(k);
     bytes += pb;
-    buckets_.back().flat.resize(bytes / sizeof(float));
   }
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    size_t floats = 0;
+    for (const size_t k : bucket_params_[b]) floats += static_cast<size_t>(params_[k].numel());
+    buckets_[b].flat.assign(floats, 0.0f);
+  }
+}
+
+void GradReducer::rebuild_buckets() {
+  rebuilt_ = true;
+  // Parameters backward never reached go last, in reverse registration order.
+  std::vector<bool> seen(params_.size(), false);
+  for (const size_t k : ready_order_) seen[k] = true;
+  for (size_t k = params_.size(); k-- > 0;)
+    if (!seen[k]) ready_order_.push_back(k);
+  // Rank 0's order on every rank: the buckets must match one to one.
+  std::vector<int64_t> order(ready_order_.begin(), ready_order_.end());
+  comm_.broadcast(order.data(), order.size() * sizeof(int64_t), 0);
+  std::vector<size_t> o(order.begin(), order.end());
+  ready_order_.clear();
+  assign_buckets(o);
 }
 
 void GradReducer::on_grad_ready(TensorImpl& leaf) {
@@ -96,6 +124,7 @@ void GradReducer::on_grad_ready(TensorImpl& leaf) {
 
 void GradReducer::mark_ready(size_t i) {
   ready_[i] = true;
+  if (!rebuilt_) ready_order_.push_back(i);
   Bucket& b = buckets_[bucket_of_[i]];
   float* dst = b.flat.data() + offset_of_[i];
   const auto n = static_cast<size_t>(params_[i].numel());
@@ -139,8 +168,10 @@ void GradReducer::backward(const Tensor& loss) {
   const auto after_backward = Clock::now();
   timing_.backward_ms = ms_since(t0_, after_backward);
   // Parameters that backward did not reach (none in a model whose every parameter is used).
+  const size_t reached = ready_order_.size();
   for (size_t i = 0; i < params_.size(); ++i)
     if (!ready_[i]) mark_ready(i);
+  if (!rebuilt_) ready_order_.resize(reached);
   NoGradGuard no_grad;
   const float inv = 1.0f / static_cast<float>(comm_.size());
   for (size_t k = 0; k < buckets_.size(); ++k) {
@@ -161,6 +192,7 @@ void GradReducer::backward(const Tensor& loss) {
     }
   }
   timing_.wait_ms = ms_since(after_backward, Clock::now());
+  if (!rebuilt_) rebuild_buckets();
 }
 
 }  // namespace tl::dist

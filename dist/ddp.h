@@ -4,7 +4,11 @@
 // the ranks' gradients, so the optimizer step is the same everywhere and the ranks stay identical.
 //
 // The parameters are grouped into buckets of about `bucket_mb` megabytes in reverse registration
-// order (the order backward produces them). During backward the autograd engine's grad-ready hook
+// order (the order backward produces them in a chain of layers). After the first backward the buckets
+// are rebuilt in the order that backward actually finished the gradients, rank 0's order on every
+// rank (as DDP's rebuilt buckets): a model that registers its modules in another order than it runs
+// them (the UNet registers its decoder first) then starts its all-reduces as early as it can. During
+// backward the autograd engine's grad-ready hook
 // (autograd/grad_hooks.h) copies each final gradient into its bucket's flat buffer; when a bucket is
 // complete, and every bucket before it has been started, its all-reduce starts on the communicator's
 // communication thread while backward goes on. backward() returns when every bucket has been
@@ -55,6 +59,7 @@ class GradReducer {
   void backward(const Tensor& loss);
 
   size_t num_buckets() const { return buckets_.size(); }
+  bool rebuilt() const { return rebuilt_; }  // the buckets follow the first backward's order
   const std::vector<std::vector<size_t>>& bucket_params() const { return bucket_params_; }  // indices into params
   const StepTiming& last_step() const { return timing_; }
 
@@ -67,6 +72,8 @@ class GradReducer {
   void on_grad_ready(TensorImpl& leaf);
   void mark_ready(size_t param);
   void launch_ready_buckets();  // starts, in order, every bucket that is complete
+  void assign_buckets(const std::vector<size_t>& order);  // parameters in bucket order
+  void rebuild_buckets();       // after the first backward: its order, rank 0's everywhere
 
   Communicator& comm_;
   std::vector<Tensor> params_;
@@ -76,6 +83,9 @@ class GradReducer {
   std::vector<Bucket> buckets_;
   std::vector<std::vector<size_t>> bucket_params_;
   size_t next_launch_ = 0;
+  size_t cap_bytes_ = 0;
+  std::vector<size_t> ready_order_;  // the first backward's order of final gradients
+  bool rebuilt_ = false;
   std::chrono::steady_clock::time_point t0_;
   StepTiming timing_;
 };
