@@ -783,8 +783,8 @@ TrainResult train(const TrainConfig& cfg, std::ostream& console, bool tty) {
   const StopSignals signals;  // from here on, Ctrl-C, SIGTERM and SIGHUP stop at the next step with a checkpoint
   dist::Communicator& comm = dist::world();
   if (comm.size() > 1 && !device.is_cpu())
-    throw std::runtime_error("--device " + cfg.device + ": training under mpirun runs on the CPU (the collectives are MPI's; " +
-                             "there is no NCCL backend yet); give --device cpu");
+    throw std::runtime_error("--device " + cfg.device + ": training under mpirun runs on the CPU (its gradient all-reduce is " +
+                             "MPI's); give --device cpu");
   if (cfg.threads > 0) set_num_threads(static_cast<int>(cfg.threads));
   else if (comm.local_size() > 1)  // "all cores" shared by the ranks on this machine
     set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / comm.local_size()));
