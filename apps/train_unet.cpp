@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "data/image.h"
+#include "dist/communicator.h"
 #include "train/cli.h"
 #include "train/run_folder.h"
 #include "train/trainer.h"
@@ -25,7 +26,17 @@ std::string default_out() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return tl::cli::run_main("train_unet", [&] {
+  // Under mpirun with several ranks: MPI, one process per rank (dist/communicator.h).
+  tl::dist::Communicator* comm = nullptr;
+  try {
+    comm = &tl::dist::init(&argc, &argv);
+  } catch (const std::exception& e) {
+    std::cerr << "train_unet: " << e.what() << "\n";
+    return 1;
+  }
+  const bool several = comm->size() > 1;
+  const std::string program = several ? "train_unet: rank " + std::to_string(comm->rank()) : std::string("train_unet");
+  const int code = tl::cli::run_main(program, [&] {
     tl::train::TrainConfig c;
     std::string image_size = "160x240", features = "64,128,256,512", weight_decay = "auto";
     int64_t split_seed = c.split_seed, seed = c.seed, max_pixels = tl::data::kDefaultMaxImagePixels;
@@ -38,7 +49,9 @@ int main(int argc, char** argv) {
                      "best.safetensors (by validation dice), and for people report.html, curves.svg and\n"
                      "panels/epoch_NNN.jpg (validation photos). Ctrl-C, SIGTERM or SIGHUP saves last.safetensors and\n"
                      "stops (exit status 128 + the signal);\n"
-                     "--resume OUT/last.safetensors continues exactly where the run stopped.");
+                     "--resume OUT/last.safetensors continues exactly where the run stopped.\n"
+                     "Under `mpirun -np N` it trains data-parallel: each rank takes --batch-size images of its\n"
+                     "shard per step (global batch N x --batch-size) and rank 0 writes the run folder.");
     f.add("--data-dir", &c.data_dir, "Kaggle-layout folder (empty: the synthetic set)");
     f.add("--train-csv", &c.train_csv,
           "training split file (with --val-csv); with --data-dir D its bare names are D/train/NAME and D/train_masks/NAME, "
@@ -75,6 +88,7 @@ int main(int argc, char** argv) {
     f.add("--resume", &c.resume, "continue the run that wrote this checkpoint (last.safetensors)");
     f.add("--max-steps", &c.max_steps, "stop after this many steps in all, saving last.safetensors (0: no limit)");
     f.add_switch("--quiet", &c.quiet, "no progress bar, only the epoch lines");
+    f.add_switch("--sync-bn", &c.sync_bn, "under mpirun: batch norm statistics over the global batch (else per rank)");
     if (!f.parse(argc, argv)) return 0;
     if (max_pixels < 1) throw UsageError("--max-pixels: expected at least 1, got " + std::to_string(max_pixels));
     tl::data::set_max_image_pixels(max_pixels);
@@ -87,12 +101,14 @@ int main(int argc, char** argv) {
       for (const char* name : {"--data-dir", "--train-csv", "--val-csv", "--val-fraction", "--split-seed", "--synthetic-count",
                                "--image-size", "--batch-size", "--lr", "--optimizer", "--weight-decay", "--scheduler",
                                "--loss", "--activation", "--features", "--conv-bias", "--seed", "--no-augment", "--skip-bad",
-                               "--decoder"})
+                               "--decoder", "--sync-bn"})
         if (f.was_set(name))
           throw UsageError(std::string(name) + " cannot change on --resume: the run's settings come from the checkpoint");
       // A kill may have left the checkpoint pair one save apart: repaired first (or the folder named
       // as one to start over).
-      for (const std::string& note : tl::train::repair_for_resume(c.resume)) std::cout << note << "\n";
+      if (comm->rank() == 0)
+        for (const std::string& note : tl::train::repair_for_resume(c.resume)) std::cout << note << "\n";
+      comm->barrier();  // the other ranks read the checkpoint once rank 0 has repaired the folder
       if (!std::filesystem::exists(c.resume)) throw std::runtime_error(c.resume + ": no such file");
       tl::train::TrainConfig r = tl::train::config_from_checkpoint(c.resume);
       if (f.was_set("--epochs")) r.epochs = c.epochs;
@@ -137,9 +153,14 @@ int main(int argc, char** argv) {
       const tl::train::TrainResult r = tl::train::train(c, std::cout, tty);
       if (r.stop == tl::train::StopReason::Interrupted) return 128 + (r.signal ? r.signal : SIGINT);
     } catch (const tl::train::TrainingDiverged& e) {
-      std::cerr << "train_unet: " << e.what() << "\n";
-      return 3;
+      std::cerr << program << ": " << e.what() << "\n";
+      return 3;  // every rank: the loss is averaged over them
     }
     return 0;
   });
+  // A failure on one rank (a bad file, a full disk) ends every rank at once, after its message:
+  // the others would otherwise wait for it in their next collective.
+  if (several && code == 1) comm->abort(code);
+  tl::dist::finalize();
+  return code;
 }

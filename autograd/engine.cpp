@@ -5,6 +5,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "autograd/grad_hooks.h"
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
 #include "tensor/kernels.h"
@@ -12,6 +13,8 @@
 namespace tl {
 
 namespace {
+
+thread_local GradReadyHook t_grad_ready_hook;
 
 // Nodes reachable from root, each before every node that feeds it (reverse DFS post-order),
 // computed with an explicit stack: a deep network's graph is far deeper than the call stack.
@@ -56,7 +59,22 @@ void check_gradient(const Node& node, size_t i, const Tensor& g) {
                            " is " + dtype_name(g.dtype()) + ", the input is " + dtype_name(node.input_dtypes[i]));
 }
 
+// How many edges of `order` lead into each leaf: its gradient is final when that many have run.
+std::unordered_map<TensorImpl*, size_t> leaf_edge_counts(const std::vector<std::shared_ptr<Node>>& order) {
+  std::unordered_map<TensorImpl*, size_t> counts;
+  for (const auto& node : order)
+    for (const Edge& e : node->next)
+      if (e.leaf) ++counts[e.leaf.get()];
+  return counts;
+}
+
 }  // namespace
+
+GradReadyHookGuard::GradReadyHookGuard(GradReadyHook hook) : previous_(std::move(t_grad_ready_hook)) {
+  t_grad_ready_hook = std::move(hook);
+}
+GradReadyHookGuard::~GradReadyHookGuard() { t_grad_ready_hook = std::move(previous_); }
+const GradReadyHook& grad_ready_hook() { return t_grad_ready_hook; }
 
 void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
   if (!root.requires_grad())
@@ -76,11 +94,15 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
   NoGradGuard no_grad;  // backward functions are not themselves recorded
   if (root.is_leaf()) {
     accumulate_into_leaf(root.impl(), g);
+    if (t_grad_ready_hook) t_grad_ready_hook(*root.impl());
     return;
   }
 
   const std::vector<std::shared_ptr<Node>> order = topological_order(root.grad_fn());
   std::unordered_map<Node*, Tensor> pending{{root.grad_fn().get(), g.detach()}};
+  const GradReadyHook hook = t_grad_ready_hook;  // a copy: the hook may not change it under us
+  std::unordered_map<TensorImpl*, size_t> leaf_edges_left;
+  if (hook) leaf_edges_left = leaf_edge_counts(order);
   for (const std::shared_ptr<Node>& node : order) {
     if (node->released)
       throw std::runtime_error(std::string("backward: the graph through ") + node->name +
@@ -109,6 +131,9 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
         }
       }
     }
+    if (hook)
+      for (const Edge& e : node->next)
+        if (e.leaf && --leaf_edges_left[e.leaf.get()] == 0) hook(*e.leaf);
     if (!retain_graph) node->release();
   }
 }

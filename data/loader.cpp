@@ -38,6 +38,17 @@ std::vector<int64_t> epoch_order(int64_t n, bool shuffle, uint64_t seed, int64_t
   return order;
 }
 
+std::vector<int64_t> shard_order(const std::vector<int64_t>& order, int64_t num_replicas, int64_t rank, bool pad) {
+  if (num_replicas < 1 || rank < 0 || rank >= num_replicas)
+    throw std::invalid_argument("shard_order: rank " + std::to_string(rank) + " of " + std::to_string(num_replicas) +
+                                " replicas is out of range");
+  const auto n = static_cast<int64_t>(order.size());
+  const int64_t total = pad && n > 0 ? (n + num_replicas - 1) / num_replicas * num_replicas : n;
+  std::vector<int64_t> shard;
+  for (int64_t i = rank; i < total; i += num_replicas) shard.push_back(order[static_cast<size_t>(i % n)]);
+  return shard;
+}
+
 BatchLoader::BatchLoader(const SegmentationDataset& dataset, const LoaderOptions& options)
     : dataset_(dataset), options_(options) {
   if (options.batch_size < 1)
@@ -46,6 +57,7 @@ BatchLoader::BatchLoader(const SegmentationDataset& dataset, const LoaderOptions
     throw std::invalid_argument("BatchLoader: workers must be >= 0, got " + std::to_string(options.workers));
   if (options.prefetch < 1)
     throw std::invalid_argument("BatchLoader: prefetch must be >= 1, got " + std::to_string(options.prefetch));
+  shard_order({}, options.num_replicas, options.rank, options.pad_shards);  // checks the shard's range
   workers_.reserve(static_cast<size_t>(options.workers));
   try {
     for (int64_t w = 0; w < options.workers; ++w) workers_.emplace_back([this] { work(); });
@@ -70,7 +82,8 @@ BatchLoader::~BatchLoader() {
 }
 
 int64_t BatchLoader::batches_per_epoch() const {
-  const int64_t n = dataset_.size(), b = options_.batch_size;
+  const int64_t all = dataset_.size(), r = options_.num_replicas, b = options_.batch_size;
+  const int64_t n = options_.pad_shards ? (all + r - 1) / r : (all - options_.rank + r - 1) / r;  // shard_order's length
   return options_.drop_last ? n / b : (n + b - 1) / b;
 }
 
@@ -80,7 +93,8 @@ void BatchLoader::start_epoch(int64_t epoch, int64_t first_batch) {
     throw std::invalid_argument("BatchLoader::start_epoch: first_batch must be in [0, " + std::to_string(batches) +
                                 "], got " + std::to_string(first_batch));
   auto order = std::make_shared<const std::vector<int64_t>>(
-      epoch_order(dataset_.size(), options_.shuffle, options_.seed, epoch));
+      shard_order(epoch_order(dataset_.size(), options_.shuffle, options_.seed, epoch), options_.num_replicas,
+                  options_.rank, options_.pad_shards));
   std::map<int64_t, Done> abandoned;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -25,6 +25,10 @@ struct LoaderOptions {
   int64_t prefetch = 2;     // batches ready ahead of the consumer, per loader (>= 1)
   uint64_t seed = 20;       // shuffle and augmentation seed
   AugmentOptions augment{}; // applied per sample; augment.enabled = false for validation
+  // Data-parallel training: this process takes shard `rank` of `num_replicas` of each epoch's order
+  // (shard_order); pad_shards makes every shard equally long.
+  int64_t num_replicas = 1, rank = 0;
+  bool pad_shards = true;
 };
 
 struct Batch {
@@ -38,6 +42,13 @@ struct Batch {
 // split_by_car: for i = n-1 down to 1, swap order[i] with order[floor(to_unit(o[0], o[1]) * (i + 1))].
 // n must be in [0, 2^32] and epoch in [0, 2^30) (std::invalid_argument otherwise).
 std::vector<int64_t> epoch_order(int64_t n, bool shuffle, uint64_t seed, int64_t epoch);
+
+// Shard `rank` of `num_replicas` of an epoch's order, as torch's DistributedSampler: every rank
+// computes the same order, then takes order[rank], order[rank + R], order[rank + 2R], ... With `pad`
+// the order is first extended by repeating its start up to a multiple of R, so that every shard has
+// ceil(n / R) samples (and each rank runs the same number of steps); without it (validation) the
+// shards partition the order exactly. Throws std::invalid_argument unless 0 <= rank < num_replicas.
+std::vector<int64_t> shard_order(const std::vector<int64_t>& order, int64_t num_replicas, int64_t rank, bool pad);
 
 class BatchLoader {
  public:

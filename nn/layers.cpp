@@ -70,6 +70,7 @@ Tensor BatchNorm2d::forward_activation(const Tensor& x, Activation act) {
     NoGradGuard no_grad;
     num_batches_tracked.fill_(static_cast<double>(++batches_tracked_));
   }
+  if (is_training() && training_op) return training_op->forward(*this, x, act);
   return batch_norm_activation(x, weight, bias, running_mean, running_var, is_training(), momentum, eps, act);
 }
 

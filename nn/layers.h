@@ -29,6 +29,17 @@ class ConvTranspose2d : public Module {
   Size2 stride, padding;
 };
 
+class BatchNorm2d;
+
+// Replaces BatchNorm2d's training-mode op, for statistics over more than this process's batch
+// (dist/sync_batch_norm.h: torch.nn.SyncBatchNorm). It returns act(batch_norm(x)) with the layer's
+// weight and bias, recorded for backward, and updates the layer's running statistics.
+class BatchNormTrainingOp {
+ public:
+  virtual ~BatchNormTrainingOp() = default;
+  virtual Tensor forward(const BatchNorm2d& bn, const Tensor& x, Activation act) = 0;
+};
+
 class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int64_t num_features, double eps = 1e-5, double momentum = 0.1);
@@ -37,6 +48,7 @@ class BatchNorm2d : public Module {
   Tensor forward_activation(const Tensor& x, Activation act);
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   double eps, momentum;
+  std::shared_ptr<BatchNormTrainingOp> training_op;  // null: batch_norm_activation over this batch
 
  protected:
   void on_state_loaded() override;

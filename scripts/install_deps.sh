@@ -20,6 +20,7 @@ test_packages=(
   chromium               # headless, for the run report check (tests/report_browser.py)
   libonnx-dev libprotobuf-dev  # ONNX export (apps/export_onnx); optional at build time
   python3-venv           # the onnx test sets up onnxruntime from PyPI in a virtual environment
+  libopenmpi-dev openmpi-bin  # data-parallel training under mpirun (optional at build time)
 )
 
 mode=${1:-test}

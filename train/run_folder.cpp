@@ -331,7 +331,8 @@ void fault_point(const char* point) {
 
 // ---- RunFolder -----------------------------------------------------------------------------------
 
-RunFolder::RunFolder(const TrainConfig& cfg) : cfg_(cfg), dir_(cfg.out) {
+RunFolder::RunFolder(const TrainConfig& cfg, bool writer) : cfg_(cfg), writer_(writer), dir_(cfg.out) {
+  if (!writer_) return;
   std::vector<std::string> found;
   const FolderState state = inspect_run_folder(dir_, cfg, &found);
   std::string list;
@@ -375,7 +376,9 @@ RunFolder::RunFolder(const TrainConfig& cfg) : cfg_(cfg), dir_(cfg.out) {
   for (size_t i = logged; i < notes_.size(); ++i) log(notes_[i]);
 }
 
-void RunFolder::log(const std::string& line) { log_ << line << "\n" << std::flush; }
+void RunFolder::log(const std::string& line) {
+  if (writer_) log_ << line << "\n" << std::flush;
+}
 
 std::string RunFolder::next_step() const {
   const FolderState state = inspect_run_folder(dir_, cfg_);
@@ -400,6 +403,7 @@ std::string RunFolder::log_error(const std::string& what) {
 bool RunFolder::has_splits() const { return present(file("train.csv")) && present(file("val.csv")); }
 
 void RunFolder::write_splits(const std::vector<data::Sample>& train, const std::vector<data::Sample>& val) {
+  if (!writer_) return;
   data::write_split_csv(file("train.csv").string(), train);
   data::write_split_csv(file("val.csv").string(), val);
 }
@@ -419,6 +423,7 @@ std::vector<std::string> RunFolder::metric_rows(int64_t keep) const {
 }
 
 void RunFolder::write_metric_rows(const std::vector<std::string>& rows) {
+  if (!writer_) return;
   std::string text = std::string(kMetricsColumns) + "\n";
   for (const std::string& r : rows) text += r + "\n";
   write_file_atomic(file("metrics.csv").string(), text);
@@ -432,6 +437,7 @@ fs::path RunFolder::view_path(const std::string& name) const {
 }
 
 void RunFolder::save_epoch(const Writer& write, int64_t epoch, bool is_best) {
+  if (!writer_) return;
   const fs::path staging = temp_beside(last(), "next");
   try {
     write(staging.string());
@@ -460,6 +466,7 @@ void RunFolder::save_epoch(const Writer& write, int64_t epoch, bool is_best) {
 }
 
 void RunFolder::save_stop(const Writer& write) {
+  if (!writer_) return;
   try {
     write(last().string());
   } catch (const std::exception& e) {

@@ -66,8 +66,10 @@ class RunFolder {
 
   // Opens cfg.out for cfg's run: a new run refuses a foreign or resumable folder and starts a
   // restartable one over; a resume repairs the folder (repair_for_resume). Then removes stale
-  // temporary files, writes config.json and opens log.txt.
-  explicit RunFolder(const TrainConfig& cfg);
+  // temporary files, writes config.json and opens log.txt. With writer false (the ranks of a
+  // data-parallel run other than rank 0) it touches nothing on disk: the writes below do nothing and
+  // the reads see what rank 0 wrote.
+  explicit RunFolder(const TrainConfig& cfg, bool writer = true);
 
   const std::filesystem::path& path() const { return dir_; }
   std::filesystem::path file(const char* name) const { return dir_ / name; }
@@ -103,6 +105,7 @@ class RunFolder {
 
  private:
   TrainConfig cfg_;
+  bool writer_;
   std::filesystem::path dir_;
   std::ofstream log_;
   std::vector<std::string> notes_;

@@ -23,6 +23,7 @@
 #include "tensor/parallel.h"
 #include "tensor/precision.h"
 #include "train/data_cache.h"
+#include "train/data_parallel.h"
 #include "train/metrics.h"
 #include "train/progress.h"
 #include "train/run_folder.h"
@@ -394,6 +395,7 @@ std::string TrainConfig::to_json() const {
   flag("tf32", tf32);
   num("threads", std::to_string(threads));
   num("workers", std::to_string(workers));
+  flag("sync_bn", sync_bn);
   str("resume", resume);
   flag("quiet", quiet);
   str("out", out, true);
@@ -445,6 +447,7 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
     else if (key == "tf32") c.tf32 = as_bool();
     else if (key == "threads") c.threads = as_int();
     else if (key == "workers") c.workers = as_int();
+    else if (key == "sync_bn") c.sync_bn = as_bool();
     else if (key == "resume") c.resume = as_str();
     else if (key == "quiet") c.quiet = as_bool();
     else if (key == "out") c.out = as_str();
@@ -474,8 +477,8 @@ using Clock = std::chrono::steady_clock;
 // One run's state and its steps; train() calls them in order.
 class Run {
  public:
-  Run(const TrainConfig& cfg, Device device, RunFolder& folder, Progress& progress)
-      : cfg_(cfg), device_(device), folder_(folder), progress_(progress), gen_(static_cast<uint64_t>(cfg.seed)) {}
+  Run(const TrainConfig& cfg, Device device, RunFolder& folder, Progress& progress, DataParallel& dp)
+      : cfg_(cfg), device_(device), folder_(folder), progress_(progress), dp_(dp), gen_(static_cast<uint64_t>(cfg.seed)) {}
 
   void say(const std::string& line) {
     progress_.message(line);
@@ -485,14 +488,25 @@ class Run {
   // The split (found, or read back on a resume), written into the folder, and decoded.
   void load_data() {
     std::vector<std::string> notes;
-    Splits splits = find_data(cfg_, folder_, notes, [&](const std::string& l) { say(l); });
-    if (cfg_.resume.empty() || !folder_.has_splits()) folder_.write_splits(splits.train, splits.val);
+    Splits splits;
+    if (dp_.writer()) {
+      splits = find_data(cfg_, folder_, notes, [&](const std::string& l) { say(l); });
+      if (cfg_.resume.empty() || !folder_.has_splits()) folder_.write_splits(splits.train, splits.val);
+    }
+    dp_.barrier();  // rank 0 has written the split files (and the synthetic set); the other ranks read them
+    if (!dp_.writer()) {
+      splits.train = data::read_split_csv(folder_.file("train.csv").string());
+      splits.val = data::read_split_csv(folder_.file("val.csv").string());
+    }
     fault_point("data");
     say("data: " + splits.source + "; train " + describe_cars(splits.train) + ", validation " + describe_cars(splits.val));
-    // The views a person opens (train/run_report.h): report.html from the start.
-    report_ = std::make_unique<RunReport>(cfg_, folder_, splits.train, splits.val, splits.source,
-                                          [&](const std::string& l) { say(l); });
-    report_->start();
+    // The views a person opens (train/run_report.h): report.html from the start, written by the
+    // rank that writes files (its panels run the model in eval mode, with no collective).
+    if (dp_.writer()) {
+      report_ = std::make_unique<RunReport>(cfg_, folder_, splits.train, splits.val, splits.source,
+                                            [&](const std::string& l) { say(l); });
+      report_->start();
+    }
     data::DatasetOptions dopt;
     dopt.height = cfg_.height;
     dopt.width = cfg_.width;
@@ -534,12 +548,20 @@ class Run {
       throw std::runtime_error(cfg_.resume + ": its model config does not match the run's");
     model_->load_state_dict(ckpt.model_state);
     if (ckpt.optim_state.empty()) throw std::runtime_error(cfg_.resume + ": holds no optimizer state, cannot resume from it");
+    const auto ws = ckpt.metadata.find("train.world_size");
+    const int64_t world = ws == ckpt.metadata.end() ? 1 : std::stoll(ws->second);
+    if (world != dp_.size())
+      throw std::runtime_error(cfg_.resume + ": was written by a run of " + std::to_string(world) + " process(es), this one has " +
+                               std::to_string(dp_.size()) + "; resume it with " +
+                               (world == 1 ? std::string("train_unet alone (no mpirun)") : "mpirun -np " + std::to_string(world)) +
+                               " (each epoch's shards depend on the number of processes)");
     optimizer_->load_state_dict(ckpt.optim_state);
     schedule_->load(ckpt);
     epoch_ = ckpt.state.epoch;
     step_ = ckpt.state.step;
     first_batch_ = std::stoll(meta(ckpt, "train.batch_in_epoch"));
-    partial_ = metrics_from_text(meta(ckpt, "train.partial_metrics"));
+    // The saved partial metrics are the sums over all ranks: rank 0 carries them.
+    partial_ = dp_.writer() ? metrics_from_text(meta(ckpt, "train.partial_metrics")) : SegmentationMetrics{};
     carried_seconds_ = std::stod(meta(ckpt, "train.epoch_seconds"));
     result_.best_val_dice = std::stod(meta(ckpt, "train.best_val_dice"));
     result_.best_epoch = std::stoll(meta(ckpt, "train.best_epoch"));
@@ -548,10 +570,13 @@ class Run {
         ", step " + std::to_string(step_));
   }
 
+  // Every rank from rank 0's state, and the gradient all-reduce (a pass-through for one process).
+  void distribute() { dp_.prepare(*model_); }
+
   void describe() {
     say("model: UNet features " + join(cfg_.features) + ", " + cfg_.activation + ", " + std::to_string(model_->num_parameters()) +
         " parameters; " + cfg_.optimizer + " lr " + fixed6(cfg_.lr) + ", weight decay " + exact(cfg_.resolved_weight_decay()) +
-        ", schedule " + cfg_.scheduler + ", loss " + cfg_.loss + "; batch " + std::to_string(cfg_.batch_size) + ", " +
+        ", schedule " + cfg_.scheduler + ", loss " + cfg_.loss + "; batch " + std::to_string(cfg_.batch_size) + dp_.describe(cfg_.batch_size) + ", " +
         std::to_string(get_num_threads()) + " threads, " + std::to_string(cfg_.workers) + " loader workers, device " +
         device_.str() + (cfg_.device == "auto" ? " (auto)" : "") +
         (device_.is_cuda() ? std::string(", TF32 GEMMs ") + (allow_tf32() ? "on" : "off")
@@ -564,7 +589,10 @@ class Run {
     tl_opt.workers = cfg_.workers;
     tl_opt.seed = static_cast<uint64_t>(cfg_.seed);
     tl_opt.augment.enabled = cfg_.augment;
+    tl_opt.num_replicas = dp_.size();
+    tl_opt.rank = dp_.rank();
     data::LoaderOptions vl_opt = tl_opt;
+    vl_opt.pad_shards = false;  // validation: every sample once, over all ranks
     vl_opt.shuffle = false;
     vl_opt.augment.enabled = false;
     train_loader_ = std::make_unique<data::BatchLoader>(*train_set_, tl_opt);
@@ -591,7 +619,7 @@ class Run {
     first_batch_ = 0;
     for (;;) {
       if (cfg_.max_steps && step_ >= cfg_.max_steps) { result_.stop = StopReason::MaxSteps; break; }
-      if (g_stop_signal) { result_.stop = StopReason::Interrupted; break; }
+      if (dp_.any_stop(g_stop_signal != 0)) { result_.stop = StopReason::Interrupted; break; }
       if (!train_loader_->next(batch)) break;
       train_step(batch, b);
       ++b;
@@ -605,6 +633,7 @@ class Run {
 
   // Validation, metrics.csv, the checkpoint pair and the epoch line; false when the run stops here.
   bool end_epoch() {
+    dp_.reduce(train_m_);  // every rank's batches
     const SegmentationMetrics val_m = validate();
     const double lr_used = optimizer_->lr();
     schedule_->step(val_m.dice());
@@ -631,10 +660,11 @@ class Run {
                              Progress::format_duration(seconds) + (best ? "  (best)" : "");
     progress_.finish_epoch(line);
     folder_.log(line);
-    report_->end_epoch(epoch_ + 1, model_, device_);  // the epoch's panel, curves.svg, report.html
+    if (report_) report_->end_epoch(epoch_ + 1, model_, device_);  // the epoch's panel, curves.svg, report.html
     ++epoch_;
-    if (result_.stop == StopReason::Finished && !g_stop_signal) return true;
-    if (g_stop_signal) result_.stop = StopReason::Interrupted;
+    const bool signalled = dp_.any_stop(g_stop_signal != 0);
+    if (result_.stop == StopReason::Finished && !signalled) return true;
+    if (signalled) result_.stop = StopReason::Interrupted;
     if (epoch_ >= cfg_.epochs) {
       result_.stop = StopReason::Finished;
       return true;
@@ -646,7 +676,7 @@ class Run {
   TrainResult finish(Clock::time_point run_start) {
     result_.signal = result_.stop == StopReason::Interrupted ? static_cast<int>(g_stop_signal) : 0;
     result_.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
-    report_->finish(result_);
+    if (report_) report_->finish(result_);
     if (result_.stop == StopReason::Finished)
       say("finished " + std::to_string(result_.epochs_done) + " epochs in " + Progress::format_duration(result_.seconds) +
           "; best val dice " + fixed(result_.best_val_dice, 4) + " at epoch " + std::to_string(result_.best_epoch) +
@@ -670,9 +700,11 @@ class Run {
     // Gradients are dropped, not zeroed (PyTorch 2's default): backward then allocates the same
     // blocks every step, so on a GPU a step after the first makes no cudaMalloc.
     optimizer_->zero_grad(/*set_to_none=*/true);
+    dp_.sync_buffers(*model_);
     const Tensor logits = model_->forward(on_device.images);
     const Tensor loss = compute_loss(cfg_, logits, on_device.masks);
-    const double lv = loss.item();
+    const double local_lv = loss.item();
+    const double lv = dp_.mean(local_lv);  // the global batch's loss: a NaN on any rank stops every rank
     if (!std::isfinite(lv)) {
       const bool have = fs::exists(folder_.last());
       throw TrainingDiverged("the loss is " + std::string(std::isnan(lv) ? "nan" : "inf") + " at epoch " +
@@ -684,10 +716,10 @@ class Run {
                              "; try a lower --lr");
     }
     const Tensor logits_cpu = logits.detach().to(Device::cpu());
-    loss.backward();
+    dp_.backward(loss);
     optimizer_->step();
     ++step_;
-    train_m_.add(logits_cpu, batch.masks, lv);
+    train_m_.add(logits_cpu, batch.masks, local_lv);
     if (!first_loss_seen_) {
       first_loss_seen_ = true;
       result_.first_train_loss = lv;
@@ -699,6 +731,7 @@ class Run {
   SegmentationMetrics validate() {
     SegmentationMetrics val_m;
     NoGradGuard no_grad;
+    dp_.sync_buffers(*model_);
     model_->eval();
     val_loader_->start_epoch(0);
     data::Batch batch;
@@ -708,13 +741,16 @@ class Run {
       const double lv = compute_loss(cfg_, logits, on_device.masks).item();
       val_m.add(logits.to(Device::cpu()), batch.masks, lv);
     }
+    dp_.reduce(val_m);  // each rank validated its shard
     model_->train();
     return val_m;
   }
 
   // The checkpoint of a stop inside the epoch, after `b` of its batches.
   void save_stop(int64_t b) {
-    folder_.save_stop([&](const std::string& path) { save(path, epoch_, b, train_m_, elapsed()); });
+    SegmentationMetrics all = train_m_;
+    dp_.reduce(all);
+    folder_.save_stop([&](const std::string& path) { save(path, epoch_, b, all, elapsed()); });
     const std::string at = "epoch " + std::to_string(epoch_ + 1) + ", batch " + std::to_string(b) + "/" +
                            std::to_string(train_loader_->batches_per_epoch()) + " (step " + std::to_string(step_) + ")";
     progress_.finish_epoch(stop_cause() + " at " + at + "; saved " + folder_.last().string() + "; continue with: train_unet --resume " +
@@ -732,6 +768,7 @@ class Run {
     extra["train.epoch_seconds"] = exact(seconds);
     extra["train.best_val_dice"] = exact(result_.best_val_dice);
     extra["train.best_epoch"] = std::to_string(result_.best_epoch);
+    extra["train.world_size"] = std::to_string(dp_.size());
     schedule_->save(extra);
     nn::TrainingState st{step_, at_epoch, static_cast<uint64_t>(cfg_.seed), gen_.offset()};
     nn::save_checkpoint(path, *model_, optimizer_.get(), st, extra);
@@ -741,6 +778,7 @@ class Run {
   const Device device_;
   RunFolder& folder_;
   Progress& progress_;
+  DataParallel& dp_;
   Generator gen_;
   std::unique_ptr<data::SegmentationDataset> train_set_, val_set_;
   nn::UNetConfig mc_;
@@ -771,15 +809,24 @@ TrainResult train(const TrainConfig& cfg, std::ostream& console, bool tty) {
   const Device device = nn::resolve_device(cfg.device);  // before anything is written
   const Tf32Scope tf32(cfg.tf32);
   const StopSignals signals;  // from here on, Ctrl-C, SIGTERM and SIGHUP stop at the next step with a checkpoint
+  dist::Communicator& comm = dist::world();
+  if (comm.size() > 1 && !device.is_cpu())
+    throw std::runtime_error("--device " + cfg.device + ": training under mpirun runs on the CPU (its gradient all-reduce is " +
+                             "MPI's); give --device cpu");
   if (cfg.threads > 0) set_num_threads(static_cast<int>(cfg.threads));
-  RunFolder folder(cfg);  // refuses, starts over or repairs; writes config.json; opens log.txt
-  Progress progress(console, tty, cfg.quiet);
-  Run run(cfg, device, folder, progress);
+  else if (comm.local_size() > 1)  // "all cores" shared by the ranks on this machine
+    set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / comm.local_size()));
+  DataParallel dp(comm, cfg.sync_bn);
+  RunFolder folder(cfg, dp.writer());  // rank 0: refuses, starts over or repairs; writes config.json; opens log.txt
+  std::ostream silent(nullptr);        // the other ranks' console
+  Progress progress(dp.writer() ? console : silent, tty, cfg.quiet);
+  Run run(cfg, device, folder, progress, dp);
   try {
     for (const std::string& note : folder.notes()) progress.message(note);  // already in log.txt
     run.load_data();
     run.build_model();
     if (!cfg.resume.empty()) run.restore();
+    run.distribute();
     run.describe();
     run.start_loaders();
     while (run.epochs_left()) {

@@ -56,6 +56,7 @@ struct TrainConfig {
   bool tf32 = false;               // TF32 GEMMs on CUDA (TL_ALLOW_TF32=1 in the environment does the same)
   int64_t threads = 0;             // compute threads; 0: all cores
   int64_t workers = 2;             // loader threads
+  bool sync_bn = false;            // under mpirun: batch norm statistics over the global batch (train/data_parallel.h)
   std::string out;                 // run folder (required by train())
   std::string resume;              // checkpoint to continue from
   bool quiet = false;              // no progress display, only the epoch lines
