@@ -18,19 +18,13 @@ using namespace tl;
 using namespace tl::train;
 using data::Image;
 namespace fs = std::filesystem;
+using tl::testing::read_text;
 
 namespace {
 
 struct TempDir : tl::testing::TempDir {
   TempDir() : tl::testing::TempDir("tl_test_evaluate") {}
 };
-
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 int run(const std::string& command, std::string* output, const fs::path& log) {
   const int status = std::system((command + " > '" + log.string() + "' 2>&1").c_str());

@@ -21,17 +21,13 @@
 
 using namespace tl;
 namespace fs = std::filesystem;
+using tl::testing::read_text;
 
 namespace {
 
 struct TempDir : tl::testing::TempDir {
   TempDir() : tl::testing::TempDir("tl_test_file_util") {}
 };
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 std::string error_of(const std::function<void()>& f) {
   try {

@@ -27,6 +27,7 @@ using namespace tl;
 using namespace tl::train;
 using data::Image;
 namespace fs = std::filesystem;
+using tl::testing::read_text;
 
 namespace {
 
@@ -85,13 +86,6 @@ int run(const std::string& command, std::string* output) {
   ss << in.rdbuf();
   *output = ss.str();
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 }  // namespace

@@ -17,19 +17,13 @@
 using namespace tl;
 using namespace tl::train;
 namespace fs = std::filesystem;
+using tl::testing::read_text;
 
 namespace {
 
 struct TempDir : tl::testing::TempDir {
   TempDir() : tl::testing::TempDir("tl_test_report") {}
 };
-
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 size_t count_of(const std::string& text, const std::string& what) {
   size_t n = 0;

@@ -15,6 +15,8 @@
 
 using namespace tl;
 namespace fs = std::filesystem;
+using tl::testing::read_text;
+using tl::testing::metrics_without_seconds;
 
 namespace {
 
@@ -23,20 +25,6 @@ std::vector<data::PhotoDecoder> decoders() {
   if (data::turbo_jpeg_available()) d.push_back(data::PhotoDecoder::Turbo);
   else MESSAGE("libjpeg-turbo is not in this build: the turbo decoder is not covered here");
   return d;
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-std::string metrics_without_seconds(const fs::path& p) {
-  std::stringstream in(read_text(p)), out;
-  std::string line;
-  while (std::getline(in, line)) out << line.substr(0, line.rfind(',')) << "\n";
-  return out.str();
 }
 
 }  // namespace

@@ -27,6 +27,8 @@
 using namespace tl;
 using namespace tl::train;
 namespace fs = std::filesystem;
+using tl::testing::read_text;
+using tl::testing::metrics_without_seconds;
 
 namespace {
 
@@ -51,21 +53,6 @@ TrainConfig small_config(const fs::path& out) {
   c.quiet = true;
   c.out = out.string();
   return c;
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-// metrics.csv without its last column (seconds), which is wall time.
-std::string metrics_without_seconds(const fs::path& p) {
-  std::stringstream in(read_text(p)), out;
-  std::string line;
-  while (std::getline(in, line)) out << line.substr(0, line.rfind(',')) << "\n";
-  return out.str();
 }
 
 Tensor logits_of(const std::vector<float>& z) { return from_vector(z, {1, 1, 1, static_cast<int64_t>(z.size())}); }

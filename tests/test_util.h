@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <sstream>
 #include <string>
@@ -89,6 +90,22 @@ inline std::string error_of(const std::function<void()>& fn) {
     return e.what();
   }
   return "(no error)";
+}
+
+// A file's whole contents ("" when it cannot be read).
+inline std::string read_text(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// metrics.csv without its last column (seconds), which is wall time.
+inline std::string metrics_without_seconds(const std::filesystem::path& p) {
+  std::stringstream in(read_text(p)), out;
+  std::string line;
+  while (std::getline(in, line)) out << line.substr(0, line.rfind(',')) << "\n";
+  return out.str();
 }
 
 // The real Carvana sample: $TL_CARVANA_SAMPLE, else ../shared/data/carvana_sample beside the source
