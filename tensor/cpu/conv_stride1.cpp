@@ -37,8 +37,10 @@ namespace {
 
 constexpr int kTileO = 8, kTileR = 3;
 
-// Image n of x (C, H, W) into xpad (C, hp, wp) with its zero border. Returns whether every value
-// copied is finite (an integer max over the exponent bits, which the copy loop vectorizes).
+// Image n of x (C, H, W) into xpad (C, hp, wp) with its zero border. With CheckFinite, returns
+// whether every value copied is finite (an integer max over the exponent bits, which the copy loop
+// vectorizes); without it (the forward pass, which needs no such answer) the rows are plain copies.
+template <bool CheckFinite>
 bool pad_image(const float* xn, float* xpad, const Stride1Conv& s) {
   const int64_t hp = s.hp(), wp = s.wp();
   std::atomic<bool> nonfinite{false};
@@ -51,11 +53,15 @@ bool pad_image(const float* xn, float* xpad, const Stride1Conv& s) {
         float* row = dst + (h + s.ph) * wp;
         const float* src = xn + (c * s.H + h) * s.W;
         std::fill(row, row + s.pw, 0.0f);
-        for (int64_t w = 0; w < s.W; ++w) {
-          uint32_t b;
-          std::memcpy(&b, src + w, sizeof b);
-          m = std::max(m, b & 0x7f800000u);
-          row[s.pw + w] = src[w];
+        if constexpr (CheckFinite) {
+          for (int64_t w = 0; w < s.W; ++w) {
+            uint32_t b;
+            std::memcpy(&b, src + w, sizeof b);
+            m = std::max(m, b & 0x7f800000u);
+            row[s.pw + w] = src[w];
+          }
+        } else {
+          std::copy(src, src + s.W, row + s.pw);
         }
         std::fill(row + s.pw + s.W, row + wp, 0.0f);
       }
@@ -261,7 +267,7 @@ bool conv2d_stride1_forward(const float* x, const gemm::PackedA& wp, float* out,
   float* wide = wide_t.data_ptr<float>();
   std::fill(xpad + s.C * hp * wpad, xpad + s.C * hp * wpad + s.kw, 0.0f);
   for (int64_t n = 0; n < s.N; ++n) {
-    pad_image(x + n * s.C * s.H * s.W, xpad, s);
+    pad_image<false>(x + n * s.C * s.H * s.W, xpad, s);
     float* on = out + n * O * L;  // (O, Ho, Wo)
     // In a tile, one (kc, NR) window of xpad stays in L1 while every panel of the weights passes.
     parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
@@ -316,7 +322,7 @@ bool conv2d_stride1_backward_weight(const float* grad, const float* x, float* dw
 
   for (int64_t n = 0; n < N; ++n) {
     const float* xn = x + n * C * sc.H * sc.W;
-    if (!pad_image(xn, xpad, sc)) return false;  // an Inf or NaN: dw is untouched (it is added to at the end)
+    if (!pad_image<true>(xn, xpad, sc)) return false;  // an Inf or NaN: dw is untouched (it is added to at the end)
     const float* gn = grad + n * O * L;  // (O, Ho, Wo)
     parallel_for(0, O, 8, [&](int64_t ob, int64_t oe) {
       for (int64_t o = ob; o < oe; ++o) {
