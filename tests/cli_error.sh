@@ -1,12 +1,19 @@
 #!/bin/sh
 # Checks an app's error handling: `cli_error.sh REGEX COMMAND...` runs COMMAND and passes when it
 # exits non-zero, writes nothing on stdout and exactly one line on stderr, and that line matches REGEX
-# (grep -E). `cli_error.sh --unless-gpu REGEX COMMAND...` reports "skipped" (exit 77) instead when
-# nvidia-smi lists a GPU: for errors that only a machine without one gives.
+# (grep -E). `cli_error.sh --unless-gpu PROBE REGEX COMMAND...` reports "skipped" (exit 77) instead
+# when PROBE (the build's cuda_device_count) prints a device count above 0: for errors that only a
+# machine without a GPU gives. The binary is asked, not nvidia-smi, so that a container without
+# nvidia-smi, or with the devices hidden, is judged as the app will judge it.
 if [ "$1" = "--unless-gpu" ]; then
-  shift
-  if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
-    echo "skipped: a GPU is present"
+  probe=$2
+  shift 2
+  count=$("$probe") || { echo "FAIL: $probe did not run"; exit 1; }
+  case $count in
+    '' | *[!0-9]*) echo "FAIL: $probe printed '$count', not a device count"; exit 1 ;;
+  esac
+  if [ "$count" -gt 0 ]; then
+    echo "skipped: $count CUDA device(s) visible to this build"
     exit 77
   fi
 fi
