@@ -143,6 +143,35 @@ Module& Module::to(Device device) {
   return *this;
 }
 
+Module& Module::to(DType dtype) {
+  if (!is_floating(dtype))
+    throw std::invalid_argument(std::string("Module::to: expected a floating dtype (float32 or float64), got ") +
+                                dtype_name(dtype));
+  std::vector<Tensor> todo;
+  std::set<const TensorImpl*> seen;
+  auto add = [&](const Tensor& t) {
+    if (t.defined() && is_floating(t.dtype()) && t.dtype() != dtype && seen.insert(t.impl()).second) todo.push_back(t);
+  };
+  for (const auto& [name, t] : state_dict()) {
+    add(t);
+    if (t.impl()->grad) add(Tensor(t.impl()->grad));
+  }
+  std::vector<Tensor> converted;  // all conversions first, then the swap, as in to(Device)
+  converted.reserve(todo.size());
+  {
+    NoGradGuard no_grad;
+    for (const Tensor& t : todo) converted.push_back(t.detach().to(dtype).contiguous());
+  }
+  for (size_t i = 0; i < todo.size(); ++i) {
+    TensorImpl* impl = todo[i].impl();
+    impl->storage = converted[i].storage();
+    impl->strides = converted[i].strides();
+    impl->offset = converted[i].offset();
+    impl->dtype = dtype;
+  }
+  return *this;
+}
+
 void Module::train(bool on) {
   training_ = on;
   for (auto& [n, m] : children_) m->train(on);

@@ -43,6 +43,10 @@ class Module {
   // a contiguous copy of its values on `device` as its storage. A tensor already there is left as it
   // is. Create optimizers after moving: their state is made on the parameters' device. Returns *this.
   Module& to(Device device);
+  // Converts every floating-point parameter and buffer (and gradient) to `dtype` (kFloat32 or
+  // kFloat64), in place and with the same identity guarantees as to(Device); integer buffers (batch
+  // norm's num_batches_tracked) stay as they are. As torch's module.double() / .float().
+  Module& to(DType dtype);
 
   void train(bool on = true);
   void eval() { train(false); }

@@ -156,6 +156,42 @@ TEST_CASE("Module::to moves in place; the device flag resolves; a failed move le
   }
 }
 
+TEST_CASE("Module::to(kFloat64) converts in place: same handles, float64 values, integer buffers kept") {
+  Generator g(4);
+  UNet a(small_config("gelu"), &g);
+  const Tensor x = randn({2, 3, 16, 16}, kFloat32, &g);
+  const Tensor y32 = a.forward(x);
+  binary_cross_entropy_with_logits(y32, zeros_like(y32.detach())).backward();
+  const nn::NamedTensors before = a.state_dict();
+  std::vector<Tensor> values;
+  for (const auto& [name, t] : before) values.push_back(t.clone());
+  CHECK(&a.to(kFloat64) == &a);
+  const nn::NamedTensors after = a.state_dict();
+  for (size_t i = 0; i < after.size(); ++i) {
+    INFO(after[i].first);
+    CHECK(after[i].second.is_same(before[i].second));  // the handle an optimizer holds
+    const bool integer = after[i].first.ends_with("num_batches_tracked");
+    CHECK(after[i].second.dtype() == (integer ? kInt64 : kFloat64));
+    // The float64 values are the float32 ones, exactly (the conversion widens).
+    TL_CHECK_CLOSE(after[i].second.to(values[i].dtype()), values[i], 0.0);
+  }
+  for (const auto& [name, p] : a.named_parameters()) {
+    INFO(name);
+    CHECK(p.grad().dtype() == kFloat64);  // gradients too
+  }
+  // A train-mode forward (batch statistics) again, now in float64: it agrees with the float32 one
+  // within float32 rounding, tolerance 1e-5 of the output's scale.
+  a.zero_grad();
+  const Tensor y64 = a.forward(x.to(kFloat64));
+  CHECK(y64.dtype() == kFloat64);
+  binary_cross_entropy_with_logits(y64, zeros_like(y64.detach())).backward();
+  TL_CHECK_CLOSE(y64.to(kFloat32), y32, 1e-5);
+  CHECK(a.named_parameters()[0].second.grad().dtype() == kFloat64);
+  a.to(kFloat32);
+  CHECK(a.named_parameters()[0].second.dtype() == kFloat32);
+  CHECK_THROWS_WITH_AS(a.to(kInt64), doctest::Contains("expected a floating dtype"), std::invalid_argument);
+}
+
 TEST_CASE("the UNet runs any input size, cropping skips, and returns logits") {
   Generator g(1);
   UNet net(small_config("pysilu"), &g);

@@ -26,6 +26,7 @@
 #include "tests/test_util.h"
 
 using namespace tl;
+using testing::rel_l2;
 
 namespace {
 
@@ -34,19 +35,6 @@ constexpr double kGradTol = 1e-4;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 std::string g_dump_path;  // set by main() once the dump is known to exist
-
-// ||a - b|| / ||b|| over all elements, accumulated in double; ||a - b|| when b is all zeros.
-// +inf for a shape mismatch, NaN when either side holds a NaN (so that `<= tol` fails).
-double rel_l2(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape()) return kInf;
-  const std::vector<double> va = a.to_vector<double>(), vb = b.to_vector<double>();
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < va.size(); ++i) {
-    diff += (va[i] - vb[i]) * (va[i] - vb[i]);
-    ref += vb[i] * vb[i];
-  }
-  return ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff);
-}
 
 // ---- the table: one row per case of the dump, the op called with the inputs in0, in1, ... in the
 // order the script uses. Extra results to compare (batch_norm's running stats) go into `extras`.

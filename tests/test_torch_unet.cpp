@@ -13,22 +13,13 @@
 #include "tests/test_util.h"
 
 using namespace tl;
+using testing::rel_l2;
 using namespace tl::nn;
 namespace fs = std::filesystem;
 
 namespace {
 
 std::string g_dir;
-
-double rel_l2(const Tensor& a, const Tensor& b) {
-  std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    num += (x[i] - y[i]) * (x[i] - y[i]);
-    den += y[i] * y[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 std::string path(const std::string& name) { return (fs::path(g_dir) / name).string(); }
 

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -83,6 +84,19 @@ inline Comparison compare(const Tensor& got, const Tensor& want) {
 
 
 // The message of the exception fn throws, or "(no error)".
+// ||a - b|| / ||b|| over all elements (on any device), accumulated in double; ||a - b|| when b is
+// all zeros. +inf for a shape mismatch, NaN when either side holds a NaN (so that `<= tol` fails).
+inline double rel_l2(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) return std::numeric_limits<double>::infinity();
+  const std::vector<double> va = a.to(Device::cpu()).to_vector<double>(), vb = b.to(Device::cpu()).to_vector<double>();
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < va.size(); ++i) {
+    diff += (va[i] - vb[i]) * (va[i] - vb[i]);
+    ref += vb[i] * vb[i];
+  }
+  return ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff);
+}
+
 inline std::string error_of(const std::function<void()>& fn) {
   try {
     fn();
