@@ -6,7 +6,8 @@
 // Error measure: max |cuda - cpu| / max(max |cpu|, 1e-30) over a whole tensor (compare() of
 // tests/test_util.h), so an element near zero is judged against its tensor's scale, not against its
 // own tiny magnitude. Tolerances, in strict fp32 (TF32 off, forced by main()): 1e-5 for one op,
-// forward or gradient; 1e-4 for a whole UNet train step; float64 1e-12; integer and 0/1 results exact;
+// forward or gradient; 1e-4 for a UNet's eval forward (train steps are judged against a float64
+// run instead, tests/test_cuda_unet.cpp); float64 1e-12; integer and 0/1 results exact;
 // with TF32 on, 1e-2.
 #include <cstdio>
 #include <string>
@@ -21,7 +22,7 @@ inline const Device kGpu = Device::cuda(0);
 
 constexpr double kTol32 = 1e-5;    // one op in strict fp32
 constexpr double kTol64 = 1e-12;   // one op in float64
-constexpr double kTolStep = 1e-4;  // a whole UNet train step in strict fp32
+constexpr double kTolStep = 1e-4;  // a UNet eval forward in strict fp32
 constexpr double kTolTf32 = 1e-2;  // float32 GEMMs on TF32 tensor cores
 
 // A new contiguous copy of t on `device`, never t itself (t.to(device) is t when it is already there).

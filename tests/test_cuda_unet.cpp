@@ -1,7 +1,8 @@
 // Whole UNet train steps on cuda:0 against the CPU (loss, logits, every gradient and buffer, then ten
-// Adam steps), and a steady train step that makes no cudaMalloc. tests/cuda_test_util.h has the error
-// measure and tolerances.
+// Adam steps), each judged by its distance to a float64 CPU run (check_against_float64), and a steady
+// train step that makes no cudaMalloc.
 #define DOCTEST_CONFIG_IMPLEMENT
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -32,36 +33,69 @@ Tensor train_loss(const Tensor& logits, const Tensor& masks) {
   return binary_cross_entropy_with_logits(logits, masks) + dice_loss(logits, masks);
 }
 
-// A UNet built on the CPU and a copy of its state dict moved to cuda:0: one train step (forward, the
-// trainer's loss, backward) on each, compared (loss, logits, every parameter's gradient, every
-// buffer), then `adam_steps` Adam steps on each with the loss compared after every one.
+// How close a float32 result must be, as relative L2 error to the float64 CPU result, and why:
+// a UNet step is ill-conditioned where batch norm normalizes few values (the bottleneck of a 32x48
+// input sees 12 per channel) and near ReLU's kink, so float32 gradients there are good to only a few
+// 1e-3 on ANY device (the PyTorch parity work measured ~6e-3 for torch's own float32). The CUDA result
+// must be as close to float64 as the CPU's float32 is (within 2x: another summation order), or within
+// the floor: 1e-4 for outputs, the loss and buffers, 1e-3 for gradients (the parity test's floors).
+constexpr double kFloorValue = 1e-4, kFloorGrad = 1e-3;
+
+void check_against_float64(const std::string& what, const Tensor& gpu, const Tensor& cpu32, const Tensor& cpu64,
+                           double floor) {
+  INFO(what);
+  REQUIRE(gpu.defined());
+  CHECK(gpu.device() == kGpu);
+  CHECK(gpu.dtype() == cpu32.dtype());
+  REQUIRE_MESSAGE(gpu.shape() == cpu64.shape(), shape_str(gpu.shape()) << " vs " << shape_str(cpu64.shape()));
+  if (!is_floating(cpu32.dtype())) {  // num_batches_tracked: exact
+    TL_CHECK_CLOSE(gpu.to(Device::cpu()), cpu32, 0.0);
+    return;
+  }
+  const double e_gpu = rel_l2(gpu, cpu64), e_cpu = rel_l2(cpu32, cpu64);
+  const double tol = std::max(floor, 2 * e_cpu);
+  CHECK_MESSAGE(e_gpu <= tol, "relative L2 to float64: cuda " << e_gpu << ", cpu float32 " << e_cpu << ", tolerance "
+                                                              << tol);
+  MESSAGE(what << ": relative L2 to float64: cuda " << e_gpu << ", cpu float32 " << e_cpu);
+}
+
+// A UNet built on the CPU, a copy of its state dict moved to cuda:0 and a float64 copy on the CPU:
+// one train step (forward, the trainer's loss, backward) on each, the two float32 results judged
+// against the float64 one (loss, logits, every parameter's gradient, every buffer; see
+// check_against_float64), then `adam_steps` Adam steps on each with the loss judged after every one.
 void check_unet_against_cpu(const nn::UNetConfig& config, const Shape& input_shape, int adam_steps) {
   Generator g(17);
   nn::UNet cpu_net(config, &g);
   nn::UNet gpu_net(config, &g);  // other initial weights, replaced next
+  nn::UNet ref_net(config, &g);
   gpu_net.load_state_dict(cpu_net.state_dict());
+  ref_net.load_state_dict(cpu_net.state_dict());
   gpu_net.to(kGpu);
+  ref_net.to(kFloat64);
 
   const int64_t m = int64_t{1} << config.features.size();  // the output side is a multiple of 2^depth
   const Tensor images = randn(input_shape, kFloat32, &g);  // (N, C, H, W)
   const Tensor masks =                                      // (N, out, H', W') 0/1
       gt(rand({input_shape[0], config.out_channels, input_shape[2] / m * m, input_shape[3] / m * m}, kFloat32, &g), 0.5)
           .to(kFloat32);
-  auto forward_backward = [&](nn::UNet& net, Device device, Tensor* logits_out) {
-    const Tensor logits = net.forward(images.to(device));
-    const Tensor loss = train_loss(logits, masks.to(device));
+  auto forward_backward = [&](nn::UNet& net, Device device, DType dtype, Tensor* logits_out) {
+    const Tensor logits = net.forward(images.to(dtype).to(device));
+    const Tensor loss = train_loss(logits, masks.to(dtype).to(device));
     loss.backward();
     if (logits_out) *logits_out = logits;
     return loss;
   };
 
-  Tensor cpu_logits, gpu_logits;
-  const Tensor cpu_loss = forward_backward(cpu_net, Device::cpu(), &cpu_logits);
-  const Tensor gpu_loss = forward_backward(gpu_net, kGpu, &gpu_logits);
-  check_result("loss", gpu_loss, cpu_loss, kTolStep);
-  check_result("logits", gpu_logits, cpu_logits, kTolStep);
-  const nn::NamedTensors cpu_params = cpu_net.named_parameters(), gpu_params = gpu_net.named_parameters();
+  Tensor cpu_logits, gpu_logits, ref_logits;
+  const Tensor cpu_loss = forward_backward(cpu_net, Device::cpu(), kFloat32, &cpu_logits);
+  const Tensor gpu_loss = forward_backward(gpu_net, kGpu, kFloat32, &gpu_logits);
+  const Tensor ref_loss = forward_backward(ref_net, Device::cpu(), kFloat64, &ref_logits);
+  check_against_float64("loss", gpu_loss, cpu_loss, ref_loss, kFloorValue);
+  check_against_float64("logits", gpu_logits, cpu_logits, ref_logits, kFloorValue);
+  const nn::NamedTensors cpu_params = cpu_net.named_parameters(), gpu_params = gpu_net.named_parameters(),
+                         ref_params = ref_net.named_parameters();
   REQUIRE(cpu_params.size() == gpu_params.size());
+  REQUIRE(cpu_params.size() == ref_params.size());
   for (size_t i = 0; i < cpu_params.size(); ++i) {
     const std::string& name = cpu_params[i].first;
     if (config.conv_bias && (name.ends_with("conv.0.bias") || name.ends_with("conv.3.bias"))) {
@@ -75,25 +109,30 @@ void check_unet_against_cpu(const nn::UNetConfig& config, const Shape& input_sha
                                                           << scale);
       continue;
     }
-    check_result("gradient of " + name, gpu_params[i].second.grad(), cpu_params[i].second.grad(), kTolStep);
+    check_against_float64("gradient of " + name, gpu_params[i].second.grad(), cpu_params[i].second.grad(),
+                          ref_params[i].second.grad(), kFloorGrad);
   }
-  const nn::NamedTensors cpu_buffers = cpu_net.named_buffers(), gpu_buffers = gpu_net.named_buffers();
+  const nn::NamedTensors cpu_buffers = cpu_net.named_buffers(), gpu_buffers = gpu_net.named_buffers(),
+                         ref_buffers = ref_net.named_buffers();
   REQUIRE(cpu_buffers.size() == gpu_buffers.size());
   for (size_t i = 0; i < cpu_buffers.size(); ++i)  // running statistics; num_batches_tracked exact
-    check_result("buffer " + cpu_buffers[i].first, gpu_buffers[i].second, cpu_buffers[i].second, kTolStep);
+    check_against_float64("buffer " + cpu_buffers[i].first, gpu_buffers[i].second, cpu_buffers[i].second,
+                          ref_buffers[i].second, kFloorValue);
 
-  // lr 1e-4: at 1e-3 Adam amplifies float32 rounding past 1e-4 within ten steps on either device
-  // alone (tests/torch_unet_reference.py measured it in torch).
-  optim::Adam cpu_opt(cpu_net.named_parameters(), optim::AdamOptions{.lr = 1e-4}),
-      gpu_opt(gpu_net.named_parameters(), optim::AdamOptions{.lr = 1e-4});
+  // lr 1e-4: at 1e-3 Adam amplifies float32 rounding within ten steps on either device alone
+  // (tests/torch_unet_reference.py measured it in torch).
+  const optim::AdamOptions adam{.lr = 1e-4};
+  optim::Adam cpu_opt(cpu_net.named_parameters(), adam), gpu_opt(gpu_net.named_parameters(), adam),
+      ref_opt(ref_net.named_parameters(), adam);
   for (int step = 1; step <= adam_steps; ++step) {
-    cpu_opt.step();
-    gpu_opt.step();
-    cpu_opt.zero_grad();
-    gpu_opt.zero_grad();
-    const Tensor cl = forward_backward(cpu_net, Device::cpu(), nullptr);
-    const Tensor gl = forward_backward(gpu_net, kGpu, nullptr);
-    check_result("loss after Adam step " + std::to_string(step), gl, cl, kTolStep);
+    for (optim::Adam* opt : {&cpu_opt, &gpu_opt, &ref_opt}) {
+      opt->step();
+      opt->zero_grad();
+    }
+    const Tensor cl = forward_backward(cpu_net, Device::cpu(), kFloat32, nullptr);
+    const Tensor gl = forward_backward(gpu_net, kGpu, kFloat32, nullptr);
+    const Tensor rl = forward_backward(ref_net, Device::cpu(), kFloat64, nullptr);
+    check_against_float64("loss after Adam step " + std::to_string(step), gl, cl, rl, kFloorValue);
   }
 }
 
