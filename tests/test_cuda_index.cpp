@@ -2,9 +2,13 @@
 // max-pool backward's window bounds (cuda/conv_index.h), and the strided offset calculator
 // (cuda/launch.cuh). Each is used here exactly as the kernels use it, one "thread" per element, and
 // the result is compared with the CPU backend's kernels. This checks the mapping on machines without
-// a GPU; tests/test_cuda.cpp checks the kernels themselves on one.
+// a GPU; tests/test_cuda.cpp checks the kernels themselves on one. The last test checks how the CUDA
+// allocator reads TL_CUDA_ALLOCATOR, which needs no GPU either.
+#include <cstdlib>
 #include <random>
+#include <string>
 
+#include "cuda/allocator.h"
 #include "cuda/conv_index.h"
 #include "cuda/launch.cuh"
 #include "tensor/kernels.h"
@@ -185,4 +189,25 @@ TEST_CASE("make_offset_calc merges contiguous dims and names the op for views it
   for (size_t d = 0; d < 9; ++d) rev[d] = int64_t{1} << d;
   CHECK(testing::error_of([&] { cuda::make_offset_calc<1>(big, {rev.data()}, "myop"); }).find("myop: the CUDA kernels handle at most 8") !=
         std::string::npos);
+}
+
+// The allocator reads TL_CUDA_ALLOCATOR once, at the first call that succeeds; nothing before this
+// test in this program asks for it, and a failed read is not kept, so the variable can be set here.
+TEST_CASE("TL_CUDA_ALLOCATOR with an unknown value is one clear error naming the variable and the accepted values") {
+  const char* prev = std::getenv("TL_CUDA_ALLOCATOR");
+  const std::string saved = prev ? prev : "";
+  ::setenv("TL_CUDA_ALLOCATOR", "pool", 1);
+  const char* msg = "TL_CUDA_ALLOCATOR=pool: expected caching (the default) or passthrough";
+  CHECK_THROWS_WITH_AS(cuda::allocator_mode(), msg, std::runtime_error);
+  CHECK_THROWS_WITH_AS(cuda::caching_enabled(), msg, std::runtime_error);
+  CHECK_THROWS_WITH_AS(cuda::allocation_size(16), msg, std::runtime_error);
+  ::setenv("TL_CUDA_ALLOCATOR", "passthrough", 1);
+  CHECK(cuda::allocator_mode() == cuda::AllocatorMode::passthrough);  // read now, and kept
+  CHECK(cuda::allocation_size(513) == 513);                           // exact sizes: no rounding
+  ::setenv("TL_CUDA_ALLOCATOR", "caching", 1);
+  CHECK(cuda::allocator_mode() == cuda::AllocatorMode::passthrough);  // the mode is fixed once read
+  if (prev)
+    ::setenv("TL_CUDA_ALLOCATOR", saved.c_str(), 1);
+  else
+    ::unsetenv("TL_CUDA_ALLOCATOR");
 }
