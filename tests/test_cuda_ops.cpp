@@ -282,6 +282,22 @@ TEST_CASE("conv2d and conv_transpose2d match the CPU, forward and both backwards
   });
 }
 
+// The weight gradient sums over the images in chunks of kWorkspaceElems / (max(K, O) * L) images
+// (cuda/conv.cu, kWorkspaceElems = 2^26), one GEMM per chunk with beta 1 after the first. These two
+// take more images than one chunk, so the accumulation across chunks runs: the pointwise one has
+// chunks of 16 and 1 image (K = 64, L = 256*256: 2^26 / 2^22 = 16), the strided one of 28 and 2
+// (K = 144, L = 128*128: 2^26 / 2359296 = 28). O is small to keep the CPU's side cheap; float64, so
+// the comparison is at 1e-12 and the sums over a million terms judge the indexing, not fp32 rounding.
+TEST_CASE("conv2d's weight gradient over more images than one chunk matches the CPU (float64)") {
+  check_table({
+      {"conv2d 1x1, 17 images of (64,256,256)", {normal_t({17, 64, 256, 256}, kFloat64), normal_t({2, 64, 1, 1}, kFloat64)},
+       [](const Ts& in) { return Ts{conv2d(in[0], in[1])}; }},
+      {"conv2d 3x3 stride 2 pad 1, 30 images of (16,256,256)",
+       {normal_t({30, 16, 256, 256}, kFloat64), normal_t({2, 16, 3, 3}, kFloat64), normal_t({2}, kFloat64)},
+       [](const Ts& in) { return Ts{conv2d(in[0], in[1], in[2], 2, 1)}; }},
+  });
+}
+
 TEST_CASE("max_pool2d matches the CPU, with overlapping windows and ties") {
   check_table({
       {"max_pool2d 2x2 of (2,3,9,11)", {normal_t({2, 3, 9, 11})}, [](const Ts& in) { return Ts{max_pool2d(in[0], 2)}; }},
