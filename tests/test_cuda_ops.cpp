@@ -423,6 +423,27 @@ TEST_CASE("losses match the CPU: BCE with logits, the trainer's dice, log_softma
   });
 }
 
+// The CUDA forward checks the targets on the device and names the first bad one as the CPU does.
+TEST_CASE("nll_loss with targets out of range raises the CPU's error on cuda; strided targets work") {
+  const Tensor logp = log_softmax(normal_t({2, 4, 3, 5}), 1);
+  Tensor target = classes_t({2, 3, 5}, 4);
+  target.data_ptr<int64_t>()[17] = 4;   // the first bad one: position (1,0,2)
+  target.data_ptr<int64_t>()[23] = -1;  // a later one
+  const std::string cpu_error = error_of([&] { nll_loss(logp, target); });
+  CHECK(cpu_error == "nll_loss: target 4 at position (1,0,2) of target (2,3,5) is out of bounds for 4 classes [0, 4)");
+  CHECK(error_of([&] { nll_loss(logp.to(kGpu), target.to(kGpu)); }) == cpu_error);
+  // A strided view (the same one on each device): the position is the view's own, row-major over
+  // its shape, on both.
+  const std::string cpu_view_error = error_of([&] { nll_loss(logp, target.reshape({2, 5, 3}).transpose(1, 2)); });
+  CHECK(cpu_view_error.find("nll_loss: target ") == 0);
+  const Tensor gpu_view = target.to(kGpu).reshape({2, 5, 3}).transpose(1, 2);
+  CHECK(!gpu_view.is_contiguous());
+  CHECK(error_of([&] { nll_loss(logp.to(kGpu), gpu_view); }) == cpu_view_error);
+  // The device is still usable, and valid strided targets give the CPU's loss and gradient.
+  check_case({"nll_loss of a transposed target", {normal_t({2, 4, 3, 5}), classes_t({2, 5, 3}, 4)},
+              [](const Ts& in) { return Ts{nll_loss(log_softmax(in[0], 1), in[1].transpose(1, 2))}; }});
+}
+
 TEST_CASE("shape ops match the CPU: cat, pad, center_crop, reshape, permute, views, casts") {
   check_table({
       {"cat dim 1 of three, one transposed", {normal_t({2, 3, 5}), normal_t({2, 5, 4}), normal_t({2, 1, 5})},
