@@ -71,6 +71,24 @@ TEST_CASE("round trip cpu -> cuda -> cpu is bit-exact for every dtype and odd si
   CHECK(e.to(Device::cpu()).shape() == Shape{0, 4});
 }
 
+// copy_host_to_device stages through a ring of 4 pinned slots of 4 MiB (cuda/copy.cu) and returns
+// without waiting for the stream, having read the source. 37 MiB + 5 bytes goes round the ring more
+// than twice and ends on a short chunk; overwriting the source right after each upload checks that
+// the device holds the bytes of the moment of the call.
+TEST_CASE("uploads larger than the staging ring arrive whole, and the source may be reused at once") {
+  const int64_t n = (int64_t{37} << 20) + 5;
+  const Tensor first = random_bits({n}, kUInt8, 101), second = random_bits({n}, kUInt8, 102);
+  Tensor h = first.clone();
+  const Tensor d1 = h.to(kGpu);
+  std::memcpy(h.raw_data(), second.raw_data(), static_cast<size_t>(n));
+  const Tensor d2 = h.to(kGpu);
+  std::memset(h.raw_data(), 0, static_cast<size_t>(n));
+  const Tensor small = first.slice(0, 0, 1000).contiguous().to(kGpu);  // a small one right behind
+  CHECK(same_bytes(d1.to(Device::cpu()), first));
+  CHECK(same_bytes(d2.to(Device::cpu()), second));
+  CHECK(same_bytes(small.to(Device::cpu()), first.slice(0, 0, 1000).contiguous()));
+}
+
 TEST_CASE("strided sources and destinations copy correctly both ways and on the device") {
   for (DType dt : kAllDTypes) {
     CAPTURE(dtype_name(dt));
