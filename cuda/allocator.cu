@@ -1,5 +1,6 @@
-// The caching device allocator (policy in allocator.h).
+// The caching device allocator and its pass-through mode (policy in allocator.h).
 #include <algorithm>
+#include <cstdlib>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -18,15 +19,49 @@ constexpr size_t kLargeRound = size_t{2} << 20;  // granularity of large blocks
 
 size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
+AllocatorMode mode_from_env() {
+  const char* v = std::getenv("TL_CUDA_ALLOCATOR");
+  if (!v || !*v || std::string(v) == "caching") return AllocatorMode::caching;
+  if (std::string(v) == "passthrough") return AllocatorMode::passthrough;
+  throw std::runtime_error(std::string("TL_CUDA_ALLOCATOR=") + v +
+                           ": expected caching (the default) or passthrough");
+}
+
+// The mode of a block that exists: allocate() read it successfully before the block was made, so
+// allocator_mode() no longer throws; the catch only keeps release() noexcept.
+AllocatorMode block_mode() noexcept {
+  try {
+    return allocator_mode();
+  } catch (...) {
+    return AllocatorMode::caching;
+  }
+}
+
+// Waits for the device's stream, then cudaFree's p: no kernel still queued can touch the block once it
+// is gone. Never throws (a release runs in destructors); restores the current device.
+void free_now(void* p, int device) noexcept {
+  int prev = -1;
+  (void)cudaGetDevice(&prev);
+  (void)cudaSetDevice(device);
+  try {
+    (void)cudaStreamSynchronize(stream(device));
+  } catch (...) {  // the stream could not be created: wait for the whole device instead
+    (void)cudaDeviceSynchronize();
+  }
+  (void)cudaFree(p);
+  if (prev >= 0) (void)cudaSetDevice(prev);
+}
+
 class Allocator {
  public:
   void* allocate(size_t nbytes, int device) {
     check_device(device);
     if (nbytes == 0) return nullptr;
     const size_t size = allocation_size(nbytes);
+    const bool caching = allocator_mode() == AllocatorMode::caching;
     std::lock_guard<std::mutex> lock(mu_);
     Device& d = dev(device);
-    auto it = d.free.find(size);
+    auto it = caching ? d.free.find(size) : d.free.end();
     if (it != d.free.end() && !it->second.empty()) {
       void* p = it->second.back();
       it->second.pop_back();
@@ -41,24 +76,25 @@ class Allocator {
 
   void release(void* p, int device) noexcept {
     if (!p) return;
-    std::lock_guard<std::mutex> lock(mu_);
-    if (device < 0 || static_cast<size_t>(device) >= devices_.size()) return;  // not ours: ignore
-    Device& d = devices_[static_cast<size_t>(device)];
-    auto it = d.live.find(p);
-    if (it == d.live.end()) return;  // not ours (or a double free): never throw from a destructor path
-    const size_t size = it->second;
-    d.live.erase(it);
-    d.stats.allocated_bytes -= size;
-    try {
-      d.free[size].push_back(p);
-    } catch (...) {  // no memory for the free list: give the block back to the driver instead
-      int prev = -1;
-      (void)cudaGetDevice(&prev);
-      (void)cudaSetDevice(device);
-      (void)cudaFree(p);
-      if (prev >= 0) (void)cudaSetDevice(prev);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (device < 0 || static_cast<size_t>(device) >= devices_.size()) return;  // not ours: ignore
+      Device& d = devices_[static_cast<size_t>(device)];
+      auto it = d.live.find(p);
+      if (it == d.live.end()) return;  // not ours (or a double free): never throw from a destructor path
+      const size_t size = it->second;
+      d.live.erase(it);
+      d.stats.allocated_bytes -= size;
+      if (block_mode() == AllocatorMode::caching) {
+        try {
+          d.free[size].push_back(p);
+          return;
+        } catch (...) {  // no memory for the free list: give the block back to the driver instead
+        }
+      }
       d.stats.reserved_bytes -= size;
     }
+    free_now(p, device);  // outside the lock: waiting for the stream must not hold up other threads
   }
 
   AllocatorStats stats(int device) {
@@ -150,10 +186,18 @@ Allocator& allocator() {
 
 }  // namespace
 
+AllocatorMode allocator_mode() {
+  static const AllocatorMode mode = mode_from_env();  // an exception leaves it unset: the next call throws too
+  return mode;
+}
+
+bool caching_enabled() { return allocator_mode() == AllocatorMode::caching; }
+
 size_t allocation_size(size_t nbytes) {
   if (nbytes == 0) return 0;
   if (nbytes > (size_t{1} << 60))  // rounding up would wrap; no device has this much memory
     throw std::length_error("cuda allocator: a request of " + std::to_string(nbytes) + " bytes is not valid");
+  if (allocator_mode() == AllocatorMode::passthrough) return nbytes;
   return nbytes <= kSmallMax ? round_up(nbytes, kSmallRound) : round_up(nbytes, kLargeRound);
 }
 

@@ -7,10 +7,14 @@
 // Convolution, for a chunk of nb images at once (x and the output contiguous, NCHW):
 //   forward:          out[n] (O, L)       = W (O, K) @ col[n] (K, L)          one strided-batched GEMM
 //   backward input:   colgrad[n] (K, L)   = W^T @ g[n] (O, L); dx[n] = col2im(colgrad[n])
-//   backward weight:  dW (O, K)          += sum_n g[n] @ col[n]^T             one strided-batched GEMM
-//                                          into per-image partials, then an ordered sum over n
+//   backward weight:  dW (O, K)          (+)= G (O, nb*L) @ Col^T (nb*L, K)  one GEMM, beta 0 for the
+//                                          first chunk and 1 after
 // with K = C*kh*kw and L = Ho*Wo (cuda/conv_index.h). A 1x1 convolution with stride 1 and no padding
-// has col[n] == x[n]: no im2col. The column matrices of a chunk live in one per-device workspace that
+// has col[n] == x[n]: no im2col in the forward and the input gradient. The weight gradient puts a
+// chunk's images side by side: Col is the im2col of every image of the chunk laid out (K, nb, L) (for
+// a pointwise convolution x permuted from (nb, C, L) to (C, nb, L)) and G the chunk's gradient
+// permuted from (nb, O, L) to (O, nb, L), so the sum over the images is the GEMM's own inner sum
+// (conv_index.h has both layouts). The column matrices of a chunk live in one per-device workspace that
 // grows to the largest request and is then reused by every convolution (all work on a device is on
 // its one stream, so consecutive users are ordered); the chunk is as many images as fit in
 // kWorkspaceElems, so a train step makes no allocation beyond its first and runs no GEMM per image.
@@ -147,14 +151,20 @@ __global__ void add_bias_kernel(T* out, const T* bias, int64_t O, int64_t L, int
   if (i < total) out[i] += bias[(i / L) % O];
 }
 
-// dw (rows) (+)= sum over n < nb of partial[n, :], in order of n.
+// Col (K, nb*L) of the chunk's images x (nb, C, H, W): the weight gradient's column layout.
 template <typename T>
-__global__ void sum_partials_kernel(T* dw, const T* partial, int64_t rows, int64_t nb, bool accumulate) {
+__global__ void im2col_batched_kernel(const T* x, T* col, ConvGeometry g, int64_t nb, int64_t total) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= rows) return;
-  T acc = accumulate ? dw[i] : T(0);
-  for (int64_t n = 0; n < nb; ++n) acc += partial[n * rows + i];
-  dw[i] = acc;
+  if (i >= total) return;
+  const int64_t src = batched_im2col_source(g, nb, i);
+  col[i] = src < 0 ? T(0) : x[src];
+}
+
+// G (O, nb*L) of the chunk's gradient gr (nb, O, L).
+template <typename T>
+__global__ void permute_grad_kernel(const T* gr, T* out, int64_t O, int64_t L, int64_t nb, int64_t total) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < total) out[i] = gr[batched_grad_source(O, L, nb, i)];
 }
 
 // The leading dimension of a (rows, cols) matrix with strides (s_row, s_col) read row-major (s_col 1)
@@ -284,23 +294,32 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
   }
   const int device = x.device().index;
   cudaStream_t s = stream(device);
-  // The per-image partials (chunk, O, K) are capped like the columns: deep layers have O * K >> L.
-  const int64_t chunk =
-      std::clamp<int64_t>(std::min(chunk_images(g, N), kWorkspaceElems / std::max<int64_t>(O * K, 1)), 1, N);
-  Tensor partial = empty({chunk, O, K}, x.options());  // per-image dW of one chunk
+  // Images per chunk: Col (K, nb*L) and G (O, nb*L) each within kWorkspaceElems, at least one image.
+  const int64_t chunk = std::clamp<int64_t>(kWorkspaceElems / std::max<int64_t>(std::max(K, O) * L, 1), 1, N);
+  // G of a chunk of more than one image; one image's gradient (O, L) already is its G.
+  Tensor gperm = chunk > 1 ? empty({O, chunk * L}, x.options()) : Tensor();
   dispatch_floating(x.dtype(), "conv2d_backward_weight", [&]<typename T>() {
-    T* col = g.pointwise() ? nullptr : static_cast<T*>(workspace(device, sizeof(T) * chunk * K * L));
+    T* col = g.pointwise() && chunk == 1 ? nullptr : static_cast<T*>(workspace(device, sizeof(T) * chunk * K * L));
+    DeviceGuard guard(device);
     for (int64_t n0 = 0; n0 < N; n0 += chunk) {
-      const int64_t nb = std::min(chunk, N - n0);
-      const T* cols = columns(g, x.data_ptr<T>() + n0 * g.image(), col, nb, device, s);
-      // partial[n]^T (K, O) = col[n] (K, L) @ g[n]^T (L, O): col[n] row-major (K, L) is column-major
-      // (L, K), so op T; g[n] row-major (O, L) is column-major (L, O), no op.
-      gemm<T>(device, true, false, K, O, L, cols, L, K * L, gr.data_ptr<T>() + n0 * O * L, L,
-              O * L, T(0), partial.data_ptr<T>(), K, O * K, nb);
-      DeviceGuard guard(device);
-      sum_partials_kernel<T><<<blocks_for(O * K), kThreads, 0, s>>>(dw.data_ptr<T>(), partial.data_ptr<T>(), O * K, nb,
-                                                                    n0 > 0);
-      check_launch();
+      const int64_t nb = std::min(chunk, N - n0), nL = nb * L;
+      const T* xn = x.data_ptr<T>() + n0 * g.image();
+      const T* gn = gr.data_ptr<T>() + n0 * O * L;
+      const T* cols = xn;  // one image of a pointwise convolution: Col (C, L) is the image itself
+      if (!(g.pointwise() && nb == 1)) {
+        im2col_batched_kernel<T><<<blocks_for(K * nL), kThreads, 0, s>>>(xn, col, g, nb, K * nL);
+        check_launch();
+        cols = col;
+      }
+      if (nb > 1) {
+        permute_grad_kernel<T><<<blocks_for(O * nL), kThreads, 0, s>>>(gn, gperm.data_ptr<T>(), O, L, nb, O * nL);
+        check_launch();
+        gn = gperm.data_ptr<T>();
+      }
+      // dW^T (K, O) (+)= Col (K, nL) @ G^T (nL, O). Col row-major (K, nL) is column-major (nL, K): op T;
+      // G row-major (O, nL) is column-major (nL, O): no op. beta 0 on the first chunk (dW is not read).
+      gemm<T>(device, true, false, K, O, nL, cols, nL, 0, gn, nL, 0, n0 > 0 ? T(1) : T(0), dw.data_ptr<T>(), K, 0,
+              1);
     }
   });
   return dw;

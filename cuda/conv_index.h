@@ -1,7 +1,8 @@
 #pragma once
-// The index math of the CUDA convolution's im2col and col2im, as host-and-device functions: the
-// kernels in conv.cu call them per element, and tests/test_cuda_index.cpp runs them on the CPU
-// against the CPU backend's im2col, so the mapping is checked on machines without a GPU.
+// The index math of the CUDA convolution's im2col, col2im and weight-gradient layouts, as
+// host-and-device functions: the kernels in conv.cu call them per element, and
+// tests/test_cuda_index.cpp runs them on the CPU against the CPU backend's kernels, so the mapping is
+// checked on machines without a GPU.
 //
 // For one image x (C, H, W) the column matrix col (K = C*kh*kw, L = Ho*Wo) holds, in row r = (c, ki, kj)
 // and column l = (oh, ow), the pixel x[c, oh*sh - ph + ki, ow*sw - pw + kj], or 0 in the padding: the
@@ -55,6 +56,29 @@ TL_HD T col2im_gather(const ConvGeometry& g, const T* col, int64_t pixel) {
     }
   }
   return acc;
+}
+
+// The weight gradient's layouts. For a chunk of nb images it is one GEMM,
+//   dW (O, K) (+)= G (O, nb*L) @ Col^T (nb*L, K),
+// over two row-major matrices whose columns run over (image n, output pixel l) of the chunk:
+//   Col (K, nb*L): element (k, n, l) at k*nb*L + n*L + l, the im2col of image n (row k, column l);
+//   G (O, nb*L):   element (o, n, l) at o*nb*L + n*L + l, the chunk's gradient (nb, O, L) permuted.
+// For a pointwise convolution Col is the chunk's images (nb, C, L) permuted to (C, nb, L).
+// Each returns the source of element i of its matrix; the kernels run one thread per element.
+
+// The index into the chunk's images (nb, C, H, W) that Col element i copies, or -1 where it is padding.
+TL_HD int64_t batched_im2col_source(const ConvGeometry& g, int64_t nb, int64_t i) {
+  const int64_t L = g.L(), nL = nb * L;
+  const int64_t k = i / nL, n = (i % nL) / L, l = i % L;
+  const int64_t src = im2col_source(g, k, l);
+  return src < 0 ? -1 : n * g.image() + src;
+}
+
+// The index into the chunk's gradient (nb, O, L) that G element i copies.
+TL_HD int64_t batched_grad_source(int64_t O, int64_t L, int64_t nb, int64_t i) {
+  const int64_t nL = nb * L;
+  const int64_t o = i / nL, n = (i % nL) / L, l = i % L;
+  return (n * O + o) * L + l;
 }
 
 // Max pooling without padding, plane (H, W) -> (Ho, Wo). The window of output (oh, ow) starts at

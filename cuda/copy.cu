@@ -1,19 +1,64 @@
 // Host<->device and device<->device byte copies, and the strided (broadcasting, casting) copy kernel.
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
 #include "cuda/check.h"
 #include "cuda/copy.h"
 #include "cuda/launch.cuh"
+#include "cuda/pinned.h"
 #include "cuda/runtime.h"
 
 namespace tl::cuda {
 
+namespace {
+
+// The pinned staging ring of one device: copy_host_to_device copies the source into a slot on the
+// host and queues the slot's DMA on the device's stream, so it returns without waiting for the queued
+// kernels; it waits only for the slot's own previous copy, kStageSlots slots back. Created on first
+// use, never destroyed (like the streams).
+constexpr size_t kStageSlotBytes = size_t{4} << 20;
+constexpr size_t kStageSlots = 4;
+
+struct StagingRing {
+  std::mutex mu;  // one upload at a time per device: a slot is written by one thread
+  std::vector<std::unique_ptr<PinnedBuffer>> slots;
+  size_t next = 0;
+};
+
+StagingRing& staging_ring(int device) {
+  static std::mutex mu;
+  static auto* rings = new std::vector<std::unique_ptr<StagingRing>>();
+  std::lock_guard<std::mutex> lock(mu);
+  if (rings->empty()) rings->resize(static_cast<size_t>(device_count()));
+  auto& r = (*rings)[static_cast<size_t>(device)];
+  if (!r) r = std::make_unique<StagingRing>();
+  return *r;
+}
+
+}  // namespace
+
 void copy_host_to_device(void* dst, const void* src, size_t nbytes, int device) {
   if (nbytes == 0) return;
-  cudaStream_t s = stream(device);
-  DeviceGuard guard(device);
-  TL_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, s));
-  // From pageable memory the driver may read the source after the call returns; the caller may free
-  // or reuse it at once. (Batches take the pinned path, data::DeviceStager, not this one.)
-  TL_CUDA_CHECK(cudaStreamSynchronize(s));
+  check_device(device);
+  StagingRing& ring = staging_ring(device);
+  std::lock_guard<std::mutex> lock(ring.mu);
+  if (ring.slots.empty()) {
+    std::vector<std::unique_ptr<PinnedBuffer>> slots;
+    for (size_t i = 0; i < kStageSlots; ++i) slots.push_back(std::make_unique<PinnedBuffer>(kStageSlotBytes, device));
+    ring.slots = std::move(slots);
+  }
+  for (size_t off = 0; off < nbytes; off += kStageSlotBytes) {
+    const size_t n = std::min(kStageSlotBytes, nbytes - off);
+    PinnedBuffer& slot = *ring.slots[ring.next];
+    ring.next = (ring.next + 1) % kStageSlots;
+    slot.wait_copied();  // this slot's previous DMA has read it; the stream's other work may still run
+    std::memcpy(slot.data(), static_cast<const char*>(src) + off, n);
+    slot.copy_to_device_async(0, static_cast<char*>(dst) + off, n);
+  }
+  // Every byte of src is in a slot now: the caller may free or reuse src at once.
 }
 
 void copy_device_to_host(void* dst, const void* src, size_t nbytes, int device) {

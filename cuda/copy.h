@@ -10,8 +10,10 @@ namespace tl::cuda {
 
 constexpr int kMaxCopyDims = 8;  // after merging dims that are contiguous in both operands
 
-// Byte copies on the device's stream. Host memory must be pageable (the engine's CPU storage is):
-// cudaMemcpyAsync has then read it when the call returns, so the caller may free it at once.
+// Byte copies on the device's stream. The host-to-device copy stages src through a per-device ring
+// of pinned slots (4 of 4 MiB): it has read src when it returns, so the caller may free or reuse it at
+// once, but it does not wait for the stream; dst is written in stream order. It waits only when a
+// slot's previous copy is still queued (an upload of more than the ring). Thread-safe.
 void copy_host_to_device(void* dst, const void* src, size_t nbytes, int device);
 // Synchronizes: dst holds the bytes on return.
 void copy_device_to_host(void* dst, const void* src, size_t nbytes, int device);

@@ -44,8 +44,11 @@ kernels::BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x,
                                             const Tensor& bias, const Tensor& mean, const Tensor& invstd,
                                             bool training, Activation act);
 
-// Synchronizes once: the targets are checked on the host, with the CPU kernel's error message.
+// Synchronizes once: the targets are checked on the device and an 8-byte record read back; a bad one
+// raises the CPU kernel's error message.
 Tensor nll_loss(const Tensor& logp, const Tensor& target);
+// Does not check the targets (the forward did) and does not synchronize; an out-of-range target is
+// skipped (its gradient stays 0), never written through.
 Tensor nll_loss_backward(const Tensor& grad, const Tensor& logp, const Tensor& target);
 
 }  // namespace tl::cuda

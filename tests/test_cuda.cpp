@@ -71,6 +71,24 @@ TEST_CASE("round trip cpu -> cuda -> cpu is bit-exact for every dtype and odd si
   CHECK(e.to(Device::cpu()).shape() == Shape{0, 4});
 }
 
+// copy_host_to_device stages through a ring of 4 pinned slots of 4 MiB (cuda/copy.cu) and returns
+// without waiting for the stream, having read the source. 37 MiB + 5 bytes goes round the ring more
+// than twice and ends on a short chunk; overwriting the source right after each upload checks that
+// the device holds the bytes of the moment of the call.
+TEST_CASE("uploads larger than the staging ring arrive whole, and the source may be reused at once") {
+  const int64_t n = (int64_t{37} << 20) + 5;
+  const Tensor first = random_bits({n}, kUInt8, 101), second = random_bits({n}, kUInt8, 102);
+  Tensor h = first.clone();
+  const Tensor d1 = h.to(kGpu);
+  std::memcpy(h.raw_data(), second.raw_data(), static_cast<size_t>(n));
+  const Tensor d2 = h.to(kGpu);
+  std::memset(h.raw_data(), 0, static_cast<size_t>(n));
+  const Tensor small = first.slice(0, 0, 1000).contiguous().to(kGpu);  // a small one right behind
+  CHECK(same_bytes(d1.to(Device::cpu()), first));
+  CHECK(same_bytes(d2.to(Device::cpu()), second));
+  CHECK(same_bytes(small.to(Device::cpu()), first.slice(0, 0, 1000).contiguous()));
+}
+
 TEST_CASE("strided sources and destinations copy correctly both ways and on the device") {
   for (DType dt : kAllDTypes) {
     CAPTURE(dtype_name(dt));
@@ -130,8 +148,13 @@ TEST_CASE("copies into strided destinations, with broadcasting and casting") {
   }
 }
 
-TEST_CASE("the caching allocator rounds sizes") {
+TEST_CASE("the allocator rounds sizes when caching and keeps them exact in pass-through mode") {
   CHECK(cuda::allocation_size(0) == 0);
+  if (!cuda::caching_enabled()) {
+    for (size_t n : {size_t{1}, size_t{511}, size_t{513}, size_t{1} << 20, (size_t{4} << 20) + 1})
+      CHECK(cuda::allocation_size(n) == n);
+    return;
+  }
   CHECK(cuda::allocation_size(1) == 512);
   CHECK(cuda::allocation_size(512) == 512);
   CHECK(cuda::allocation_size(513) == 1024);
@@ -140,11 +163,51 @@ TEST_CASE("the caching allocator rounds sizes") {
   CHECK(cuda::allocation_size((4 << 20) + 1) == (6 << 20));
 }
 
-TEST_CASE("the caching allocator reuses blocks, keeps consistent stats and empties its cache") {
+// Caching (the default): blocks are reused, a steady step makes no cudaMalloc. Pass-through
+// (TL_CUDA_ALLOCATOR=passthrough, the sanitizer runs): every allocation is a cudaMalloc of its exact
+// size and every release frees it, so nothing is ever cached.
+TEST_CASE("the allocator reuses blocks when caching, caches nothing in pass-through mode, and keeps consistent stats") {
   const std::vector<int64_t> sizes = {1, 100, 511, 513, 4096, 1 << 20, (1 << 20) + 1, 5 << 20, 33 << 20};
   size_t step_bytes = 0;
   for (int64_t n : sizes) step_bytes += cuda::allocation_size(static_cast<size_t>(n));
   const cuda::AllocatorStats base = cuda::allocator_stats(0);
+  INFO("mode: " << (cuda::caching_enabled() ? "caching" : "passthrough") << "; base: " << cuda::stats_str(base));
+
+  if (!cuda::caching_enabled()) {
+    CHECK(step_bytes == 1 + 100 + 511 + 513 + 4096 + (1 << 20) + (1 << 20) + 1 + (5 << 20) + (33 << 20));
+    CHECK(base.reserved_bytes == base.allocated_bytes);
+    CHECK(base.num_cache_hits == 0);
+    for (int step = 0; step < 3; ++step) {
+      CAPTURE(step);
+      std::vector<Tensor> live;
+      size_t expect_allocated = base.allocated_bytes;
+      for (int64_t n : sizes) {
+        const size_t mallocs = cuda::allocator_stats(0).num_device_mallocs;
+        live.push_back(empty({n}, TensorOptions(kUInt8).with_device(kGpu)));
+        expect_allocated += static_cast<size_t>(n);
+        const cuda::AllocatorStats s = cuda::allocator_stats(0);
+        CAPTURE(n);
+        CHECK(s.num_device_mallocs == mallocs + 1);  // every allocation is a cudaMalloc
+        CHECK(s.allocated_bytes == expect_allocated);  // of exactly the requested size
+        CHECK(s.reserved_bytes == s.allocated_bytes);
+        CHECK(s.peak_allocated_bytes >= s.allocated_bytes);
+      }
+      live.clear();  // each release frees its block: nothing stays reserved
+      const cuda::AllocatorStats freed = cuda::allocator_stats(0);
+      CHECK(freed.allocated_bytes == base.allocated_bytes);
+      CHECK(freed.reserved_bytes == base.reserved_bytes);
+      CHECK(freed.num_cache_hits == 0);
+      CHECK(freed.peak_allocated_bytes >= base.allocated_bytes + step_bytes);
+    }
+    const cuda::AllocatorStats end = cuda::allocator_stats(0);
+    CHECK(end.num_device_mallocs == base.num_device_mallocs + 3 * sizes.size());
+    cuda::empty_cache();  // nothing to empty
+    CHECK(cuda::allocator_stats(0).reserved_bytes == end.reserved_bytes);
+    cuda::reset_peak_stats(0);
+    CHECK(cuda::allocator_stats(0).peak_allocated_bytes == cuda::allocator_stats(0).allocated_bytes);
+    return;
+  }
+
   // One "step": every size live at once, then all freed.
   auto step = [&] {
     std::vector<Tensor> live;

@@ -1,10 +1,18 @@
-// The CUDA kernels' index math, run on the CPU: the convolution's im2col and col2im mappings and the
-// max-pool backward's window bounds (cuda/conv_index.h), and the strided offset calculator
-// (cuda/launch.cuh). Each is used here exactly as the kernels use it, one "thread" per element, and
-// the result is compared with the CPU backend's kernels. This checks the mapping on machines without
-// a GPU; tests/test_cuda.cpp checks the kernels themselves on one.
+// The CUDA kernels' index math, run on the CPU: the convolution's im2col and col2im mappings, the
+// weight gradient's batched layouts and the max-pool backward's window bounds (cuda/conv_index.h),
+// and the strided offset calculator (cuda/launch.cuh). Each is used here exactly as the kernels use
+// it, one "thread" per element, and the result is compared with the CPU backend's kernels. This
+// checks the mapping on machines without a GPU; tests/test_cuda.cpp checks the kernels themselves on
+// one. The last test checks how the CUDA
+// allocator reads TL_CUDA_ALLOCATOR, which needs no GPU either.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <random>
+#include <string>
+#include <vector>
 
+#include "cuda/allocator.h"
 #include "cuda/conv_index.h"
 #include "cuda/launch.cuh"
 #include "tensor/kernels.h"
@@ -88,6 +96,61 @@ TEST_CASE("conv2d's input gradient through GEMM + col2im_gather matches the CPU 
     }
     const Tensor want = kernels::conv2d_backward_input(grad, w, Shape{c.N, c.C, c.H, c.W}, {c.sh, c.sw, c.ph, c.pw});
     TL_CHECK_CLOSE(dx, want, 1e-12);
+  }
+}
+
+// conv.cu's weight gradient, step by step: per chunk of nb images, Col (K, nb*L) through
+// batched_im2col_source and G (O, nb*L) through batched_grad_source (one "thread" per element, as
+// im2col_batched_kernel and permute_grad_kernel), then the GEMM dW (+)= G @ Col^T with beta 0 on the
+// first chunk and 1 after. Chunks of 1, 2 and all N images; with N = 5, nb = 2 leaves a short last
+// chunk. (For nb == 1 the kernel skips the permutation, which is the identity then: checked too.)
+TEST_CASE("conv2d's weight gradient through the batched Col and G layouts and one GEMM per chunk matches the CPU kernel (float64, tolerance 1e-12)") {
+  for (const Case& c : kCases) {
+    const int64_t N = 5;
+    const cuda::ConvGeometry g = geometry_of(c);
+    const int64_t K = g.K(), L = g.L(), O = c.O;
+    const Tensor x = randn({N, c.C, c.H, c.W}, kFloat64), grad = randn({N, O, g.Ho, g.Wo}, kFloat64);
+    const double* xp = x.data_ptr<double>();
+    const double* gp = grad.data_ptr<double>();
+    const Tensor want = kernels::conv2d_backward_weight(grad, x, Shape{O, c.C, c.kh, c.kw}, {c.sh, c.sw, c.ph, c.pw});
+    for (int64_t chunk : {int64_t{1}, int64_t{2}, N}) {
+      CAPTURE(c.kh);
+      CAPTURE(c.sh);
+      CAPTURE(c.ph);
+      CAPTURE(g.pointwise());
+      CAPTURE(chunk);
+      Tensor dw = full({O, c.C, c.kh, c.kw}, std::nan(""), kFloat64);  // beta 0 must not read it
+      double* dp = dw.data_ptr<double>();
+      for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+        const int64_t nb = std::min(chunk, N - n0), nL = nb * L;
+        const double* xn = xp + n0 * g.image();
+        const double* gn = gp + n0 * O * L;
+        std::vector<double> col(static_cast<size_t>(K * nL)), gperm(static_cast<size_t>(O * nL));
+        for (int64_t i = 0; i < K * nL; ++i) {
+          const int64_t src = cuda::batched_im2col_source(g, nb, i);
+          col[static_cast<size_t>(i)] = src < 0 ? 0.0 : xn[src];
+        }
+        bool identity = true;
+        for (int64_t i = 0; i < O * nL; ++i) {
+          const int64_t src = cuda::batched_grad_source(O, L, nb, i);
+          identity = identity && src == i;
+          gperm[static_cast<size_t>(i)] = gn[src];
+        }
+        if (nb == 1) CHECK(identity);
+        if (g.pointwise() && nb == 1)  // the kernel reads the image itself as Col
+          for (int64_t i = 0; i < K * nL; ++i) REQUIRE(col[static_cast<size_t>(i)] == xn[i]);
+        const double beta = n0 > 0 ? 1.0 : 0.0;
+        for (int64_t o = 0; o < O; ++o)
+          for (int64_t k = 0; k < K; ++k) {
+            double acc = 0;
+            for (int64_t j = 0; j < nL; ++j)
+              acc += gperm[static_cast<size_t>(o * nL + j)] * col[static_cast<size_t>(k * nL + j)];
+            double& d = dp[o * K + k];
+            d = beta == 0.0 ? acc : beta * d + acc;  // BLAS: C is not read when beta is 0
+          }
+      }
+      TL_CHECK_CLOSE(dw, want, 1e-12);
+    }
   }
 }
 
@@ -185,4 +248,25 @@ TEST_CASE("make_offset_calc merges contiguous dims and names the op for views it
   for (size_t d = 0; d < 9; ++d) rev[d] = int64_t{1} << d;
   CHECK(testing::error_of([&] { cuda::make_offset_calc<1>(big, {rev.data()}, "myop"); }).find("myop: the CUDA kernels handle at most 8") !=
         std::string::npos);
+}
+
+// The allocator reads TL_CUDA_ALLOCATOR once, at the first call that succeeds; nothing before this
+// test in this program asks for it, and a failed read is not kept, so the variable can be set here.
+TEST_CASE("TL_CUDA_ALLOCATOR with an unknown value is one clear error naming the variable and the accepted values") {
+  const char* prev = std::getenv("TL_CUDA_ALLOCATOR");
+  const std::string saved = prev ? prev : "";
+  ::setenv("TL_CUDA_ALLOCATOR", "pool", 1);
+  const char* msg = "TL_CUDA_ALLOCATOR=pool: expected caching (the default) or passthrough";
+  CHECK_THROWS_WITH_AS(cuda::allocator_mode(), msg, std::runtime_error);
+  CHECK_THROWS_WITH_AS(cuda::caching_enabled(), msg, std::runtime_error);
+  CHECK_THROWS_WITH_AS(cuda::allocation_size(16), msg, std::runtime_error);
+  ::setenv("TL_CUDA_ALLOCATOR", "passthrough", 1);
+  CHECK(cuda::allocator_mode() == cuda::AllocatorMode::passthrough);  // read now, and kept
+  CHECK(cuda::allocation_size(513) == 513);                           // exact sizes: no rounding
+  ::setenv("TL_CUDA_ALLOCATOR", "caching", 1);
+  CHECK(cuda::allocator_mode() == cuda::AllocatorMode::passthrough);  // the mode is fixed once read
+  if (prev)
+    ::setenv("TL_CUDA_ALLOCATOR", saved.c_str(), 1);
+  else
+    ::unsetenv("TL_CUDA_ALLOCATOR");
 }

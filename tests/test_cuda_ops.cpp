@@ -282,6 +282,22 @@ TEST_CASE("conv2d and conv_transpose2d match the CPU, forward and both backwards
   });
 }
 
+// The weight gradient sums over the images in chunks of kWorkspaceElems / (max(K, O) * L) images
+// (cuda/conv.cu, kWorkspaceElems = 2^26), one GEMM per chunk with beta 1 after the first. These two
+// take more images than one chunk, so the accumulation across chunks runs: the pointwise one has
+// chunks of 16 and 1 image (K = 64, L = 256*256: 2^26 / 2^22 = 16), the strided one of 28 and 2
+// (K = 144, L = 128*128: 2^26 / 2359296 = 28). O is small to keep the CPU's side cheap; float64, so
+// the comparison is at 1e-12 and the sums over a million terms judge the indexing, not fp32 rounding.
+TEST_CASE("conv2d's weight gradient over more images than one chunk matches the CPU (float64)") {
+  check_table({
+      {"conv2d 1x1, 17 images of (64,256,256)", {normal_t({17, 64, 256, 256}, kFloat64), normal_t({2, 64, 1, 1}, kFloat64)},
+       [](const Ts& in) { return Ts{conv2d(in[0], in[1])}; }},
+      {"conv2d 3x3 stride 2 pad 1, 30 images of (16,256,256)",
+       {normal_t({30, 16, 256, 256}, kFloat64), normal_t({2, 16, 3, 3}, kFloat64), normal_t({2}, kFloat64)},
+       [](const Ts& in) { return Ts{conv2d(in[0], in[1], in[2], 2, 1)}; }},
+  });
+}
+
 TEST_CASE("max_pool2d matches the CPU, with overlapping windows and ties") {
   check_table({
       {"max_pool2d 2x2 of (2,3,9,11)", {normal_t({2, 3, 9, 11})}, [](const Ts& in) { return Ts{max_pool2d(in[0], 2)}; }},
@@ -405,6 +421,27 @@ TEST_CASE("losses match the CPU: BCE with logits, the trainer's dice, log_softma
       {"cross_entropy float64", {normal_t({5, 4, 3}, kFloat64), classes_t({5, 3}, 4)},
        [](const Ts& in) { return Ts{cross_entropy(in[0], in[1])}; }},
   });
+}
+
+// The CUDA forward checks the targets on the device and names the first bad one as the CPU does.
+TEST_CASE("nll_loss with targets out of range raises the CPU's error on cuda; strided targets work") {
+  const Tensor logp = log_softmax(normal_t({2, 4, 3, 5}), 1);
+  Tensor target = classes_t({2, 3, 5}, 4);
+  target.data_ptr<int64_t>()[17] = 4;   // the first bad one: position (1,0,2)
+  target.data_ptr<int64_t>()[23] = -1;  // a later one
+  const std::string cpu_error = error_of([&] { nll_loss(logp, target); });
+  CHECK(cpu_error == "nll_loss: target 4 at position (1,0,2) of target (2,3,5) is out of bounds for 4 classes [0, 4)");
+  CHECK(error_of([&] { nll_loss(logp.to(kGpu), target.to(kGpu)); }) == cpu_error);
+  // A strided view (the same one on each device): the position is the view's own, row-major over
+  // its shape, on both.
+  const std::string cpu_view_error = error_of([&] { nll_loss(logp, target.reshape({2, 5, 3}).transpose(1, 2)); });
+  CHECK(cpu_view_error.find("nll_loss: target ") == 0);
+  const Tensor gpu_view = target.to(kGpu).reshape({2, 5, 3}).transpose(1, 2);
+  CHECK(!gpu_view.is_contiguous());
+  CHECK(error_of([&] { nll_loss(logp.to(kGpu), gpu_view); }) == cpu_view_error);
+  // The device is still usable, and valid strided targets give the CPU's loss and gradient.
+  check_case({"nll_loss of a transposed target", {normal_t({2, 4, 3, 5}), classes_t({2, 5, 3}, 4)},
+              [](const Ts& in) { return Ts{nll_loss(log_softmax(in[0], 1), in[1].transpose(1, 2))}; }});
 }
 
 TEST_CASE("shape ops match the CPU: cat, pad, center_crop, reshape, permute, views, casts") {

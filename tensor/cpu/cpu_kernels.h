@@ -1,6 +1,8 @@
 #pragma once
 // CPU bodies of the primitive ops of tensor/kernels.h (same signatures, namespace tl::cpu).
 // Arguments are already checked by the caller; inputs may have any strides.
+#include <string>
+
 #include "tensor/kernels.h"
 
 namespace tl::cpu {
@@ -50,8 +52,11 @@ struct NllDims {
 };
 Tensor nll_loss(const Tensor& logp, const Tensor& target);
 // target (N, S...) int64 on any device as a contiguous CPU tensor, every value checked to lie in
-// [0, classes); the error names `op`, the value and its position. Shared with the CUDA backend.
+// [0, classes); the error names `op`, the value and its position.
 Tensor check_nll_target(const char* op, const Tensor& target, int64_t classes);
+// The text of that error after "op: ", for `value` at flat position `position` of a target of
+// `shape`. Shared with the CUDA backend, which checks its targets on the device.
+std::string nll_target_error(int64_t value, int64_t position, const Shape& shape, int64_t classes);
 Tensor nll_loss_backward(const Tensor& grad, const Tensor& logp, const Tensor& target);
 
 }  // namespace tl::cpu

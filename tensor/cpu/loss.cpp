@@ -23,15 +23,18 @@ std::string position_str(int64_t i, const Shape& shape) {
 
 }  // namespace
 
+std::string nll_target_error(int64_t value, int64_t position, const Shape& shape, int64_t classes) {
+  return "target " + std::to_string(value) + " at position " + position_str(position, shape) + " of target " +
+         shape_str(shape) + " is out of bounds for " + std::to_string(classes) + " classes [0, " +
+         std::to_string(classes) + ")";
+}
+
 // target (N, S...) as a contiguous CPU int64 buffer, every value checked to lie in [0, classes).
 Tensor check_nll_target(const char* op, const Tensor& target, int64_t classes) {
   Tensor t = contiguous_copy(target.device().is_cpu() ? target : target.to(Device::cpu()));
   const int64_t* tp = t.data_ptr<int64_t>();
   for (int64_t i = 0; i < t.numel(); ++i)
-    if (tp[i] < 0 || tp[i] >= classes)
-      throw_op_error(op, "target " + std::to_string(tp[i]) + " at position " + position_str(i, t.shape()) +
-                             " of target " + shape_str(t.shape()) + " is out of bounds for " +
-                             std::to_string(classes) + " classes [0, " + std::to_string(classes) + ")");
+    if (tp[i] < 0 || tp[i] >= classes) throw_op_error(op, nll_target_error(tp[i], i, t.shape(), classes));
   return t;
 }
 
