@@ -1,5 +1,6 @@
 #include "nn/module.h"
 
+#include <functional>
 #include <set>
 #include <stdexcept>
 
@@ -115,31 +116,38 @@ void Module::notify_state_loaded() {
   for (auto& [n, m] : children_) m->notify_state_loaded();
 }
 
-Module& Module::to(Device device) {
-  // Every tensor to move, once (a tensor registered twice is one TensorImpl), with its gradient.
+// Replaces, in place, every parameter and buffer (and gradient) that `wanted` selects by `convert` of
+// it, each TensorImpl once (a tensor registered twice is one). All conversions run first, then the
+// swap: a failed one (no such device, out of memory) leaves the module as it was.
+void Module::replace_all(const std::function<bool(const Tensor&)>& wanted,
+                         const std::function<Tensor(const Tensor&)>& convert) {
   std::vector<Tensor> todo;
   std::set<const TensorImpl*> seen;
   auto add = [&](const Tensor& t) {
-    if (t.defined() && t.device() != device && seen.insert(t.impl()).second) todo.push_back(t);
+    if (t.defined() && wanted(t) && seen.insert(t.impl()).second) todo.push_back(t);
   };
   for (const auto& [name, t] : state_dict()) {
     add(t);
     if (t.impl()->grad) add(Tensor(t.impl()->grad));
   }
-  // All copies first, then the swap: a failed copy (no such device, out of memory) leaves the module
-  // where it was.
-  std::vector<Tensor> moved;
-  moved.reserve(todo.size());
+  std::vector<Tensor> converted;
+  converted.reserve(todo.size());
   {
     NoGradGuard no_grad;
-    for (const Tensor& t : todo) moved.push_back(t.detach().to(device));  // contiguous, offset 0
+    for (const Tensor& t : todo) converted.push_back(convert(t.detach()));
   }
   for (size_t i = 0; i < todo.size(); ++i) {
     TensorImpl* impl = todo[i].impl();
-    impl->storage = moved[i].storage();
-    impl->strides = moved[i].strides();
-    impl->offset = moved[i].offset();
+    impl->storage = converted[i].storage();
+    impl->strides = converted[i].strides();
+    impl->offset = converted[i].offset();
+    impl->dtype = converted[i].dtype();
   }
+}
+
+Module& Module::to(Device device) {
+  replace_all([&](const Tensor& t) { return t.device() != device; },
+              [&](const Tensor& t) { return t.to(device); });  // contiguous, offset 0
   return *this;
 }
 
@@ -147,28 +155,8 @@ Module& Module::to(DType dtype) {
   if (!is_floating(dtype))
     throw std::invalid_argument(std::string("Module::to: expected a floating dtype (float32 or float64), got ") +
                                 dtype_name(dtype));
-  std::vector<Tensor> todo;
-  std::set<const TensorImpl*> seen;
-  auto add = [&](const Tensor& t) {
-    if (t.defined() && is_floating(t.dtype()) && t.dtype() != dtype && seen.insert(t.impl()).second) todo.push_back(t);
-  };
-  for (const auto& [name, t] : state_dict()) {
-    add(t);
-    if (t.impl()->grad) add(Tensor(t.impl()->grad));
-  }
-  std::vector<Tensor> converted;  // all conversions first, then the swap, as in to(Device)
-  converted.reserve(todo.size());
-  {
-    NoGradGuard no_grad;
-    for (const Tensor& t : todo) converted.push_back(t.detach().to(dtype).contiguous());
-  }
-  for (size_t i = 0; i < todo.size(); ++i) {
-    TensorImpl* impl = todo[i].impl();
-    impl->storage = converted[i].storage();
-    impl->strides = converted[i].strides();
-    impl->offset = converted[i].offset();
-    impl->dtype = dtype;
-  }
+  replace_all([&](const Tensor& t) { return is_floating(t.dtype()) && t.dtype() != dtype; },
+              [&](const Tensor& t) { return t.to(dtype).contiguous(); });
   return *this;
 }
 

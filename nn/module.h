@@ -3,6 +3,7 @@
 // (state that is saved but not trained, like BatchNorm's running statistics), and child modules.
 // Names are dotted as PyTorch makes them ("downs.0.conv.1.running_mean"), so that state dicts move
 // between this engine and PyTorch unchanged.
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -72,6 +73,7 @@ class Module {
   void add_child(const std::string& name, std::shared_ptr<Module> m);
   void collect(const std::string& prefix, bool params, bool buffers, NamedTensors& out) const;
   void notify_state_loaded();
+  void replace_all(const std::function<bool(const Tensor&)>& wanted, const std::function<Tensor(const Tensor&)>& convert);
 
   bool training_ = true;
   std::vector<std::pair<std::string, Tensor>> params_;
