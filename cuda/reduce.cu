@@ -5,6 +5,18 @@
 // reductions are split over `splits` blocks per output, each writing a partial that a second kernel
 // combines in order; many short ones get one thread each. Sums accumulate in double, as the CPU
 // kernel's do, and every order is fixed by the shapes alone: results are deterministic.
+//
+// Dispatch, with target = 4 blocks per multiprocessor:
+// - count <= 64, or n_out >= target * kThreads / 4 (many outputs): one thread per output, except that
+//   when each output's elements are contiguous (the inner plan is one dim of stride 1) and count > 32
+//   a warp takes each output: its 32 lanes stride over the row (neighbouring lanes read neighbouring
+//   addresses, where a thread per output would read addresses `count` apart) and combine in a fixed
+//   __shfl_down_sync tree;
+// - otherwise `splits` blocks per output (enough to fill the device, a few elements per thread each).
+// The max op keeps NaN (NaN wins) in every path. On a tie of -0.0 and +0.0 the thread path keeps the
+// earlier element; the warp and block paths keep the one their fixed tree keeps (lane or thread j
+// holds elements j, j + 32 or j + blockDim, ...), which is not always the earlier: which zero comes out
+// then depends only on the shapes.
 #include <cmath>
 
 #include "cuda/launch.cuh"
@@ -67,6 +79,26 @@ __global__ void reduce_thread_kernel(const T* x, T* out, int64_t n_out, OffsetCa
   out[o] = fin(reduce_range(x, base[0], inner, 0, count, 1, op));
 }
 
+// Many outputs, each a contiguous row of count elements at x + base: a warp per output. The lanes
+// stride over the row, then a fixed shuffle tree combines them with the same Op. blockDim.x is a
+// multiple of 32, so all lanes of a warp have the same o and leave together (the full-mask shuffle
+// needs every lane).
+template <typename T, typename Op>
+__global__ void reduce_warp_kernel(const T* x, T* out, int64_t n_out, OffsetCalc<1> outer, int64_t count, Op op,
+                                   Finish<T, typename Op::Acc> fin) {
+  const int64_t o = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  if (o >= n_out) return;
+  int64_t base[1];
+  outer.get(o, base);
+  const T* row = x + base[0];
+  typename Op::Acc acc = op.identity();
+  for (int64_t k = lane; k < count; k += 32) acc = op(acc, op.from(row[k]));
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) acc = op(acc, __shfl_down_sync(0xffffffffu, acc, off));
+  if (lane == 0) out[o] = fin(acc);
+}
+
 // Long reductions: block (o, split) reduces a contiguous slice of output o's elements. With one split
 // the block writes the output; otherwise a partial.
 template <typename T, typename Op>
@@ -108,7 +140,15 @@ void run(const Tensor& x, const Tensor& out, const kernels::ReducePlan& plan, Op
   cudaStream_t s = stream(device);
   const int64_t target_blocks = 4 * static_cast<int64_t>(sm_count(device));
   DeviceGuard guard(device);
-  if (count <= 64 || n_out >= target_blocks * kThreads / 4) {
+  const bool thread_per_output = count <= 64 || n_out >= target_blocks * kThreads / 4;
+  const bool contiguous_rows = inner.ndim == 1 && inner.strides[0][0] == 1;
+  if (thread_per_output && contiguous_rows && count > 32) {
+    reduce_warp_kernel<T, Op><<<blocks_for(n_out * 32), kThreads, 0, s>>>(x.data_ptr<T>(), out.data_ptr<T>(), n_out,
+                                                                          outer, count, op, fin);
+    check_launch();
+    return;
+  }
+  if (thread_per_output) {
     reduce_thread_kernel<T, Op><<<blocks_for(n_out), kThreads, 0, s>>>(x.data_ptr<T>(), out.data_ptr<T>(), n_out, outer,
                                                                       inner, count, op, fin);
     check_launch();

@@ -235,6 +235,38 @@ TEST_CASE("sum, mean and max over various dims match the CPU") {
   check_table(cases);
 }
 
+// A contiguous last dim with many outputs takes a warp per output (cuda/reduce.cu): 50000 rows is
+// past the thread-per-output threshold of current GPUs (256 outputs per multiprocessor: 33792 on
+// 132 SMs); 33 elements is just past the warp path's threshold of 32; (400, 60) is the short-row
+// case with few outputs. Integer values give ties; NaN rows (forward only) must give NaN.
+TEST_CASE("sum, mean and max over a contiguous last dim with many outputs match the CPU, NaN and ties included") {
+  Tensor with_nan = normal_t({50000, 48});
+  float* p = with_nan.data_ptr<float>();
+  for (int64_t r : {0, 7, 12345, 49999}) p[r * 48 + (r % 48)] = std::nanf("");  // in different lanes
+  p[100 * 48 + 47] = std::nanf("");                                               // the last element
+  std::vector<OpCase> cases = {
+      {"sum (50000,100) dim 1", {normal_t({50000, 100})}, [](const Ts& in) { return Ts{sum(in[0], {1})}; }},
+      {"mean (50000,100) dim 1", {normal_t({50000, 100})}, [](const Ts& in) { return Ts{mean(in[0], {1})}; }},
+      {"max (50000,100) dim 1", {normal_t({50000, 100})}, [](const Ts& in) { return Ts{max(in[0], {1})}; }},
+      {"sum (50000,33) dim -1", {normal_t({50000, 33})}, [](const Ts& in) { return Ts{sum(in[0], {-1})}; }},
+      {"max (50000,33) dim -1", {normal_t({50000, 33})}, [](const Ts& in) { return Ts{max(in[0], {-1})}; }},
+      {"mean (200,300,37) dim 2 keepdim", {normal_t({200, 300, 37})},
+       [](const Ts& in) { return Ts{mean(in[0], {2}, true)}; }},
+      {"sum (400,60) dim 1 (few outputs)", {normal_t({400, 60})}, [](const Ts& in) { return Ts{sum(in[0], {1})}; }},
+      {"max (400,60) dim 1 (few outputs)", {normal_t({400, 60})}, [](const Ts& in) { return Ts{max(in[0], {1})}; }},
+      {"max (50000,40) dim 1 of integer values (ties)", {integers_t({50000, 40})},
+       [](const Ts& in) { return Ts{max(in[0], {1})}; }},
+      {"max (50000,48) dim 1 with NaN", {constant(with_nan)}, [](const Ts& in) { return Ts{max(in[0], {1})}; }},
+      {"sum (50000,48) dim 1 with NaN", {constant(with_nan)}, [](const Ts& in) { return Ts{sum(in[0], {1})}; }},
+      {"sum (50000,48) float64 dim 1", {normal_t({50000, 48}, kFloat64)}, [](const Ts& in) { return Ts{sum(in[0], {1})}; }},
+  };
+  check_table(cases);
+  // The NaN rows, explicitly: NaN wins over every other value of its row.
+  const Tensor m = max(with_nan.to(kGpu), {1}).to(Device::cpu());
+  for (int64_t r : {int64_t{0}, int64_t{7}, int64_t{100}, int64_t{12345}, int64_t{49999}}) CHECK(std::isnan(m.data_ptr<float>()[r]));
+  CHECK(!std::isnan(m.data_ptr<float>()[1]));
+}
+
 TEST_CASE("matmul matches the CPU: transposed operands, batched broadcast, float64") {
   auto mm = [](const Ts& in) { return Ts{matmul(in[0], in[1])}; };
   check_table({
