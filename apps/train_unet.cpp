@@ -8,6 +8,7 @@
 
 #include "data/image.h"
 #include "dist/communicator.h"
+#include "nn/checkpoint.h"
 #include "train/cli.h"
 #include "train/run_folder.h"
 #include "train/trainer.h"
@@ -49,7 +50,8 @@ int main(int argc, char** argv) {
                      "best.safetensors (by validation dice), and for people report.html, curves.svg and\n"
                      "panels/epoch_NNN.jpg (validation photos). Ctrl-C, SIGTERM or SIGHUP saves last.safetensors and\n"
                      "stops (exit status 128 + the signal);\n"
-                     "--resume OUT/last.safetensors continues exactly where the run stopped.\n"
+                     "--resume OUT/last.safetensors continues exactly where the run stopped; --init CKPT starts a new run\n"
+                     "from a checkpoint's weights (as training at 160x240, then fine-tuning at 320x480).\n"
                      "Under `mpirun -np N` it trains data-parallel: each rank takes --batch-size images of its\n"
                      "shard per step (global batch N x --batch-size) and rank 0 writes the run folder.");
     f.add("--data-dir", &c.data_dir, "Kaggle-layout folder (empty: the synthetic set)");
@@ -86,6 +88,9 @@ int main(int argc, char** argv) {
           "refuse an image or mask whose header declares more pixels (H*W) than this, before decoding it");
     f.add("--out", &c.out, "run folder (none: runs/train_<date>-<time>, or with --resume the checkpoint's folder)");
     f.add("--resume", &c.resume, "continue the run that wrote this checkpoint (last.safetensors)");
+    f.add("--init", &c.init,
+          "start a new run from this checkpoint's weights (fine-tuning, e.g. at a larger --image-size); the model flags "
+          "default to its own, the optimizer and schedule start fresh");
     f.add("--max-steps", &c.max_steps, "stop after this many steps in all, saving last.safetensors (0: no limit)");
     f.add_switch("--quiet", &c.quiet, "no progress bar, only the epoch lines");
     f.add_switch("--sync-bn", &c.sync_bn, "under mpirun: batch norm statistics over the global batch (else per rank)");
@@ -93,6 +98,8 @@ int main(int argc, char** argv) {
     if (max_pixels < 1) throw UsageError("--max-pixels: expected at least 1, got " + std::to_string(max_pixels));
     tl::data::set_max_image_pixels(max_pixels);
 
+    if (f.was_set("--init") && f.was_set("--resume"))
+      throw UsageError("--init and --resume exclude each other: --resume continues a run, --init starts a new one from a checkpoint's weights");
     if (!c.resume.empty()) {
       // The run's own settings come from the checkpoint; only these may change on a resume.
       const std::vector<std::string> free_flags = {"--resume", "--epochs", "--max-steps", "--quiet", "--threads",
@@ -101,7 +108,7 @@ int main(int argc, char** argv) {
       for (const char* name : {"--data-dir", "--train-csv", "--val-csv", "--val-fraction", "--split-seed", "--synthetic-count",
                                "--image-size", "--batch-size", "--lr", "--optimizer", "--weight-decay", "--scheduler",
                                "--loss", "--activation", "--features", "--conv-bias", "--seed", "--no-augment", "--skip-bad",
-                               "--decoder", "--sync-bn"})
+                               "--decoder", "--sync-bn", "--init"})
         if (f.was_set(name))
           throw UsageError(std::string(name) + " cannot change on --resume: the run's settings come from the checkpoint");
       // A kill may have left the checkpoint pair one save apart: repaired first (or the folder named
@@ -125,6 +132,17 @@ int main(int argc, char** argv) {
       r.resume = c.resume;
       c = r;
     } else {
+      if (!c.init.empty()) {
+        // The model flags not given come from the checkpoint; given ones must match it (the trainer says so).
+        if (!std::filesystem::is_regular_file(c.init)) throw std::runtime_error("--init " + c.init + ": no such file");
+        const tl::nn::UNetConfig m = tl::nn::load_checkpoint(c.init).config;
+        if (!f.was_set("--features")) {
+          features.clear();
+          for (int64_t w : m.features) features += (features.empty() ? "" : ",") + std::to_string(w);
+        }
+        if (!f.was_set("--activation")) c.activation = m.activation;
+        if (!f.was_set("--conv-bias")) c.conv_bias = m.conv_bias;
+      }
       const auto [h, w] = tl::cli::parse_size("--image-size", image_size);
       c.height = h;
       c.width = w;

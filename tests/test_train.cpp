@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -200,6 +202,61 @@ TEST_CASE("train: resuming from the middle of an epoch is bit-identical to an un
   }
   CHECK(metrics_without_seconds(dir.path / "full" / "metrics.csv") ==
         metrics_without_seconds(dir.path / "part" / "metrics.csv"));
+}
+
+// --init: a new run (fresh optimizer, schedule and position) from another run's weights, at another
+// image size. With lr 1e-12 its steps cannot move a float32 weight measurably, so its last
+// checkpoint must still hold the first run's weights; a run without --init must not.
+TEST_CASE("train: --init starts a new run from a checkpoint's weights, at another image size") {
+  TempDir dir;
+  std::ostringstream console;
+  train::train(small_config(dir.path / "first"), console, false);
+  const std::string first = (dir.path / "first" / "best.safetensors").string();
+
+  auto fine_tune = [&](const char* name, const std::string& init) {
+    TrainConfig c = small_config(dir.path / name);
+    c.height = 32;
+    c.width = 48;
+    c.epochs = 1;
+    c.lr = 1e-12;
+    c.init = init;
+    const TrainResult r = train::train(c, console, false);
+    CHECK(r.stop == StopReason::Finished);
+    CHECK(r.steps == 6);  // a fresh position: all of epoch 1
+    return safetensors::load((dir.path / name / "last.safetensors").string());
+  };
+  const auto from_first = fine_tune("tuned", first);
+  const auto fresh = fine_tune("fresh", "");
+  const auto original = safetensors::load(first);
+  auto weights = [](const auto& file) {
+    std::map<std::string, std::vector<float>> w;
+    for (const auto& [name, t] : file.tensors)
+      if (name.rfind("optim.", 0) != 0 && name.find("running_") == std::string::npos && name.find("num_batches") == std::string::npos)
+        w[name] = t.template to_vector<float>();
+    return w;
+  };
+  const auto w0 = weights(original), w1 = weights(from_first), w2 = weights(fresh);
+  REQUIRE(w0.size() == w1.size());
+  REQUIRE(w0.size() > 4);
+  double worst_tuned = 0, worst_fresh = 0;  // max abs difference to the first run's weights
+  for (const auto& [name, v] : w0) {
+    REQUIRE(w1.count(name));
+    for (size_t i = 0; i < v.size(); ++i) {
+      worst_tuned = std::max(worst_tuned, std::abs(double(v[i]) - w1.at(name)[i]));
+      worst_fresh = std::max(worst_fresh, std::abs(double(v[i]) - w2.at(name)[i]));
+    }
+  }
+  INFO("worst |tuned - first| " << worst_tuned << ", worst |fresh - first| " << worst_fresh << " (tolerance 1e-8)");
+  CHECK(worst_tuned < 1e-8);
+  CHECK(worst_fresh > 1e-3);
+  CHECK(read_text(dir.path / "tuned" / "log.txt").find("weights from " + first) != std::string::npos);
+  CHECK(TrainConfig::from_json(read_text(dir.path / "tuned" / "config.json")).init == first);
+
+  // Another architecture: one error naming the checkpoint and both models, before any step.
+  TrainConfig other = small_config(dir.path / "other");
+  other.features = {4, 8};
+  other.init = first;
+  CHECK_THROWS_WITH_AS(train::train(other, console, false), doctest::Contains("is not the run's (features 4,8"), std::runtime_error);
 }
 
 TEST_CASE("train: Ctrl-C saves last.safetensors and the run resumes from it") {

@@ -397,6 +397,7 @@ std::string TrainConfig::to_json() const {
   num("workers", std::to_string(workers));
   flag("sync_bn", sync_bn);
   str("resume", resume);
+  str("init", init);
   flag("quiet", quiet);
   str("out", out, true);
   s << "}\n";
@@ -449,6 +450,7 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
     else if (key == "workers") c.workers = as_int();
     else if (key == "sync_bn") c.sync_bn = as_bool();
     else if (key == "resume") c.resume = as_str();
+    else if (key == "init") c.init = as_str();
     else if (key == "quiet") c.quiet = as_bool();
     else if (key == "out") c.out = as_str();
     else throw std::runtime_error("train config: unknown key '" + key + "'");
@@ -568,6 +570,19 @@ class Run {
     rows_ = folder_.metric_rows(epoch_);
     say("resumed from " + cfg_.resume + ": epoch " + std::to_string(epoch_ + 1) + ", batch " + std::to_string(first_batch_) +
         ", step " + std::to_string(step_));
+  }
+
+  // A new run from cfg.init's weights and batch norm statistics; the optimizer, the schedule and the
+  // position start fresh. The architecture must be the run's (any image size: the UNet is fully
+  // convolutional).
+  void init_weights() {
+    const nn::Checkpoint ckpt = nn::load_checkpoint(cfg_.init);
+    if (ckpt.config.features != mc_.features || ckpt.config.activation != mc_.activation || ckpt.config.conv_bias != mc_.conv_bias)
+      throw std::runtime_error("--init " + cfg_.init + ": its model (features " + join(ckpt.config.features) + ", " +
+                               ckpt.config.activation + (ckpt.config.conv_bias ? ", conv bias" : "") + ") is not the run's (features " +
+                               join(mc_.features) + ", " + mc_.activation + (mc_.conv_bias ? ", conv bias" : "") + ")");
+    model_->load_state_dict(ckpt.model_state);
+    say("weights from " + cfg_.init + " (epoch " + std::to_string(ckpt.state.epoch) + " of its run); optimizer and schedule start fresh");
   }
 
   // Every rank from rank 0's state, and the gradient all-reduce (a pass-through for one process).
@@ -826,6 +841,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& console, bool tty) {
     run.load_data();
     run.build_model();
     if (!cfg.resume.empty()) run.restore();
+    else if (!cfg.init.empty()) run.init_weights();
     run.distribute();
     run.describe();
     run.start_loaders();

@@ -59,6 +59,8 @@ struct TrainConfig {
   bool sync_bn = false;            // under mpirun: batch norm statistics over the global batch (train/data_parallel.h)
   std::string out;                 // run folder (required by train())
   std::string resume;              // checkpoint to continue from
+  std::string init;                // checkpoint whose weights (and batch norm statistics) start a new run:
+                                   // fine-tuning, e.g. at a larger --image-size; optimizer and schedule start fresh
   bool quiet = false;              // no progress display, only the epoch lines
 
   // Throws cli::UsageError-style std::invalid_argument naming the flag ("--image-size ...").
