@@ -37,6 +37,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -86,9 +87,11 @@ struct Plan {
 Plan plan(const Stride1Conv& s) {
   Plan p{(s.ho() + 1) / 2, (s.wo() + 1) / 2, 0, 0};
   p.T = s.N * p.th * p.tw;
+  static const int64_t kb = std::getenv("TLW_KB") ? std::atoll(std::getenv("TLW_KB")) : kBlockFloats;  // TUNING
+  static const int64_t kmin = std::getenv("TLW_MIN") ? std::atoll(std::getenv("TLW_MIN")) : 96;  // TUNING
   // A multiple of both micro-kernels' NR (24, 48), 2 to 21 of the wider.
-  int64_t tb = kBlockFloats / (8 * (s.C + s.O));
-  tb = std::clamp<int64_t>((tb + 47) / 48 * 48, 96, 1008);
+  int64_t tb = kb / (16 * (s.C + s.O));
+  tb = std::clamp<int64_t>((tb + 47) / 48 * 48, kmin, 1008);
   p.TB = std::min(tb, p.T);
   return p;
 }
@@ -105,59 +108,53 @@ void for_each_segment(const Plan& p, int64_t t0, int64_t t1, const Fn& fn) {
   }
 }
 
-// ev[k] = row[base + 2k], od[k] = row[base + 2k + 1] for k < cnt, 0 outside [0, W); m collects the
-// exponents read.
-void gather_pairs(const float* row, int64_t W, int64_t base, int64_t cnt, float* ev, float* od, uint32_t& m) {
-  // Both columns inside for k in [lo, hi): base + 2k >= 0 and base + 2k + 1 <= W - 1.
-  int64_t lo = base >= 0 ? 0 : (1 - base) / 2;
-  int64_t hi = W - 2 - base < 0 ? 0 : (W - 2 - base) / 2 + 1;
-  hi = std::clamp<int64_t>(hi, 0, cnt);
-  lo = std::clamp<int64_t>(lo, 0, hi);
-  auto at = [&](int64_t col) { return col >= 0 && col < W ? row[col] : 0.0f; };
-  for (int64_t k = 0; k < lo; ++k) ev[k] = at(base + 2 * k), od[k] = at(base + 2 * k + 1);
-  uint32_t mm = 0;
-  for (int64_t k = lo; k < hi; ++k) {
-    const float a = row[base + 2 * k], b = row[base + 2 * k + 1];
-    ev[k] = a, od[k] = b;
-    mm = std::max({mm, exponent(a), exponent(b)});
-  }
-  for (int64_t k = hi; k < cnt; ++k) ev[k] = at(base + 2 * k), od[k] = at(base + 2 * k + 1);
-  for (int64_t k = 0; k < lo; ++k) mm = std::max({mm, exponent(ev[k]), exponent(od[k])});
-  for (int64_t k = hi; k < cnt; ++k) mm = std::max({mm, exponent(ev[k]), exponent(od[k])});
-  m = std::max(m, mm);
+// buf[i] = row[base + i] for i < n, 0 outside [0, W). Returns the exponents' maximum of buf.
+uint32_t load_row(const float* row, int64_t W, int64_t base, int64_t n, float* buf) {
+  const int64_t lo = std::clamp<int64_t>(-base, 0, n), hi = std::clamp<int64_t>(W - base, lo, n);
+  std::fill(buf, buf + lo, 0.0f);
+  std::copy(row + base + lo, row + base + hi, buf + lo);
+  std::fill(buf + hi, buf + n, 0.0f);
+  uint32_t m = 0;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, exponent(buf[i]));
+  return m;
 }
 
-// V = B^T d B for the tiles tx0 .. tx0 + len of tile row ty of one channel's plane (H, W):
-// v[xi * xs + k] for tile k, xi = 4i + j. Returns the exponents' maximum of the inputs read.
-uint32_t input_tiles(const float* plane, const Stride1Conv& s, int64_t ty, int64_t tx0, int64_t len, float* v,
-                     int64_t xs) {
+// Rows [ib, ie] (i of xi = 4i + j) of V = B^T d B for the tiles tx0 .. tx0 + len of tile row ty of
+// one channel's plane (H, W): v[xi * xs + k] for tile k. Returns the exponents' maximum of the inputs
+// read.
+uint32_t input_tiles(const float* plane, const Stride1Conv& s, int64_t ty, int64_t tx0, int64_t len, int ib, int ie,
+                     float* v, int64_t xs) {
   float e[4][4][kSeg];  // (patch row, column-transformed j, tile): the rows times B
-  float ev[kSeg + 1], od[kSeg + 1];
+  float d[2 * kSeg + 2];  // one patch row of every tile: tile k's columns are d[2k .. 2k + 3]
+  // Row i of B^T reads patch rows {0, 2}, {1, 2}, {1, 2}, {1, 3}.
+  const bool need[4] = {ib == 0, ie >= 1, ib <= 2, ie == 3};
   uint32_t m = 0;
   for (int i = 0; i < 4; ++i) {
+    if (!need[i]) continue;
     const int64_t ih = 2 * ty - s.ph + i;
     if (ih < 0 || ih >= s.H) {
       for (int j = 0; j < 4; ++j) std::fill(e[i][j], e[i][j] + len, 0.0f);
       continue;
     }
-    // Patch columns d0..d3 of tile k: ev[k], od[k], ev[k + 1], od[k + 1].
-    gather_pairs(plane + ih * s.W, s.W, 2 * tx0 - s.pw, len + 1, ev, od, m);
+    m = std::max(m, load_row(plane + ih * s.W, s.W, 2 * tx0 - s.pw, 2 * len + 2, d));
     for (int64_t k = 0; k < len; ++k) {
-      e[i][0][k] = ev[k] - ev[k + 1];
-      e[i][1][k] = od[k] + ev[k + 1];
-      e[i][2][k] = ev[k + 1] - od[k];
-      e[i][3][k] = od[k] - od[k + 1];
+      e[i][0][k] = d[2 * k] - d[2 * k + 2];
+      e[i][1][k] = d[2 * k + 1] + d[2 * k + 2];
+      e[i][2][k] = d[2 * k + 2] - d[2 * k + 1];
+      e[i][3][k] = d[2 * k + 1] - d[2 * k + 3];
     }
   }
   for (int j = 0; j < 4; ++j) {
-    float *v0 = v + j * xs, *v1 = v + (4 + j) * xs, *v2 = v + (8 + j) * xs, *v3 = v + (12 + j) * xs;
     const float *r0 = e[0][j], *r1 = e[1][j], *r2 = e[2][j], *r3 = e[3][j];
-    for (int64_t k = 0; k < len; ++k) {
-      v0[k] = r0[k] - r2[k];
-      v1[k] = r1[k] + r2[k];
-      v2[k] = r2[k] - r1[k];
-      v3[k] = r1[k] - r3[k];
-    }
+    float *v0 = v + j * xs, *v1 = v + (4 + j) * xs, *v2 = v + (8 + j) * xs, *v3 = v + (12 + j) * xs;
+    if (ib == 0)
+      for (int64_t k = 0; k < len; ++k) v0[k] = r0[k] - r2[k];
+    if (ib <= 1 && ie >= 1)
+      for (int64_t k = 0; k < len; ++k) v1[k] = r1[k] + r2[k];
+    if (ib <= 2 && ie >= 2)
+      for (int64_t k = 0; k < len; ++k) v2[k] = r2[k] - r1[k];
+    if (ie == 3)
+      for (int64_t k = 0; k < len; ++k) v3[k] = r1[k] - r3[k];
   }
   return m;
 }
@@ -190,11 +187,12 @@ void output_tiles(const float* m, int64_t xs, float* plane, int64_t ho, int64_t 
   }
 }
 
-// dM = A dY A^T for the tiles tx0 .. tx0 + len of tile row ty of one output channel's gradient plane
-// (Ho, Wo): dm[xi * xs + k]. Returns the exponents' maximum of the gradients read.
-uint32_t grad_tiles(const float* plane, int64_t ho, int64_t wo, int64_t ty, int64_t tx0, int64_t len, float* dm,
-                    int64_t xs) {
+// Rows [ib, ie] of dM = A dY A^T for the tiles tx0 .. tx0 + len of tile row ty of one output
+// channel's gradient plane (Ho, Wo): dm[xi * xs + k]. Returns the exponents' maximum of the gradients read.
+uint32_t grad_tiles(const float* plane, int64_t ho, int64_t wo, int64_t ty, int64_t tx0, int64_t len, int ib, int ie,
+                    float* dm, int64_t xs) {
   float y[4][kSeg];  // dy00, dy01, dy10, dy11 of each tile, zero outside
+  float d[2 * kSeg];
   uint32_t m = 0;
   for (int r = 0; r < 2; ++r) {
     const int64_t oh = 2 * ty + r;
@@ -203,16 +201,21 @@ uint32_t grad_tiles(const float* plane, int64_t ho, int64_t wo, int64_t ty, int6
       std::fill(y[2 * r + 1], y[2 * r + 1] + len, 0.0f);
       continue;
     }
-    gather_pairs(plane + oh * wo, wo, 2 * tx0, len, y[2 * r], y[2 * r + 1], m);
+    m = std::max(m, load_row(plane + oh * wo, wo, 2 * tx0, 2 * len, d));
+    for (int64_t k = 0; k < len; ++k) y[2 * r][k] = d[2 * k], y[2 * r + 1][k] = d[2 * k + 1];
   }
-  for (int64_t k = 0; k < len; ++k) {
-    const float a = y[0][k], b = y[1][k], c = y[2][k], d = y[3][k];
-    const float p[4] = {a, a + c, a - c, -c}, q[4] = {b, b + d, b - d, -d};  // rows of A dY
-    for (int i = 0; i < 4; ++i) {
-      dm[(4 * i) * xs + k] = p[i];
-      dm[(4 * i + 1) * xs + k] = p[i] + q[i];
-      dm[(4 * i + 2) * xs + k] = p[i] - q[i];
-      dm[(4 * i + 3) * xs + k] = -q[i];
+  // Row i of A dY is (p, q) = ca * (dy00, dy01) + cc * (dy10, dy11), (ca, cc) the row of A; the
+  // coefficients are 0 and +-1, so the products are exact.
+  static constexpr float kA[4][2] = {{1, 0}, {1, 1}, {1, -1}, {0, -1}};
+  for (int i = ib; i <= ie; ++i) {
+    const float ca = kA[i][0], cc = kA[i][1];
+    float *d0 = dm + 4 * i * xs, *d1 = d0 + xs, *d2 = d1 + xs, *d3 = d2 + xs;
+    for (int64_t k = 0; k < len; ++k) {
+      const float p = ca * y[0][k] + cc * y[2][k], q = ca * y[1][k] + cc * y[3][k];
+      d0[k] = p;
+      d1[k] = p + q;
+      d2[k] = p - q;
+      d3[k] = -q;
     }
   }
   return m;
@@ -251,18 +254,17 @@ void kernel_tile_adjoint(const float* du, float* dg) {
   }
 }
 
-// V (16, C, TB) of the block's tiles [t0, t0 + nb). Returns false on a non-finite input.
-bool transform_input(const float* x, const Stride1Conv& s, const Plan& p, int64_t t0, int64_t nb, float* v) {
-  std::atomic<bool> nonfinite{false};
-  parallel_for(0, s.C, 1, [&](int64_t cb, int64_t ce) {
-    uint32_t m = 0;
-    for (int64_t c = cb; c < ce; ++c)
-      for_each_segment(p, t0, t0 + nb, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t at) {
-        m = std::max(m, input_tiles(x + (n * s.C + c) * s.H * s.W, s, ty, tx0, len, v + c * p.TB + at, s.C * p.TB));
-      });
-    if (m == kExpMask) nonfinite.store(true, std::memory_order_relaxed);
-  });
-  return !nonfinite.load();
+// Rows [ib, ie] of V (16, C, TB) for the block's tiles [t0, t0 + nb), on the calling thread.
+// Returns the exponents' maximum of the inputs read.
+uint32_t transform_input(const float* x, const Stride1Conv& s, const Plan& p, int64_t t0, int64_t nb, int ib, int ie,
+                         float* v) {
+  uint32_t m = 0;
+  for (int64_t c = 0; c < s.C; ++c)
+    for_each_segment(p, t0, t0 + nb, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t at) {
+      m = std::max(m, input_tiles(x + (n * s.C + c) * s.H * s.W, s, ty, tx0, len, ib, ie, v + c * p.TB + at,
+                                  s.C * p.TB));
+    });
+  return m;
 }
 
 }  // namespace
@@ -272,7 +274,7 @@ void set_winograd_enabled(bool on) { enabled_state() = on; }
 
 bool winograd_applies(const Stride1Conv& s) {
   return s.kh == 3 && s.kw == 3 && s.ph >= 0 && s.ph <= 2 && s.pw >= 0 && s.pw <= 2 && s.C >= kWinogradMinChannels &&
-         s.O >= kWinogradMinChannels && s.N > 0 && s.ho() > 0 && s.wo() > 0;
+         s.O >= kWinogradMinChannels && s.C * s.O <= kWinogradMaxKernels && s.N > 0 && s.ho() > 0 && s.wo() > 0;
 }
 
 int64_t winograd_forward_calls() { return forward_calls.load(); }
@@ -281,42 +283,53 @@ int64_t winograd_backward_weight_calls() { return backward_weight_calls.load(); 
 bool conv2d_winograd_forward(const float* x, const float* w, float* out, const Stride1Conv& s) {
   if (!winograd_enabled() || !winograd_applies(s)) return false;
   const int64_t C = s.C, O = s.O, ho = s.ho(), wo = s.wo();
-  const Plan p = plan(s);
-  // U (16, O, C): the transformed kernels, packed once per call as the A operand of each GEMM.
-  CpuBuffer<float> u(static_cast<size_t>(16 * O * C));
-  std::atomic<bool> nonfinite{false};
-  parallel_for(0, O * C, 256, [&](int64_t b, int64_t e) {
-    uint32_t m = 0;
-    for (int64_t i = b; i < e; ++i) {
-      float t[16];
-      for (int k = 0; k < 9; ++k) m = std::max(m, exponent(w[i * 9 + k]));
-      kernel_tile(w + i * 9, t);
-      for (int xi = 0; xi < 16; ++xi) u.data()[xi * O * C + i] = t[xi];
-    }
-    if (m == kExpMask) nonfinite.store(true, std::memory_order_relaxed);
-  });
-  if (nonfinite.load()) return false;
-  std::vector<gemm::PackedA> up;
-  up.reserve(16);
-  for (int64_t xi = 0; xi < 16; ++xi) up.emplace_back(gemm::View{u.data() + xi * O * C, C, 1}, O, C);
+  Plan p = plan(s);
+  // The blocks split evenly over the threads, each thread taking whole blocks (its own V and M, no
+  // barrier between the steps): a count of blocks that is a multiple of the thread count.
+  const int64_t threads = std::max(1, get_num_threads());
+  int64_t blocks = (p.T + p.TB - 1) / p.TB;
+  blocks = std::min(p.T, (blocks + threads - 1) / threads * threads);
+  p.TB = (p.T + blocks - 1) / blocks;
+  blocks = (p.T + p.TB - 1) / p.TB;
 
-  CpuBuffer<float> v(static_cast<size_t>(16 * C * p.TB));  // (16, C, TB)
-  CpuBuffer<float> mb(static_cast<size_t>(16 * O * p.TB));  // (16, O, TB)
-  for (int64_t t0 = 0; t0 < p.T; t0 += p.TB) {
-    const int64_t nb = std::min(p.TB, p.T - t0);
-    if (!transform_input(x, s, p, t0, nb, v.data())) return false;
-    parallel_for(0, 16, 1, [&](int64_t b, int64_t e) {
-      for (int64_t xi = b; xi < e; ++xi)
-        gemm::gemm(up[static_cast<size_t>(xi)], gemm::MatrixSource(gemm::View{v.data() + xi * C * p.TB, p.TB, 1}), nb,
-                   mb.data() + xi * O * p.TB, p.TB, false);
+  // U[xi] (O, C): the transformed kernels, packed as the A operand of each xi's GEMM. They are
+  // computed into u (O, C, 16), which each xi's packing reads strided; u is freed once packed.
+  std::vector<std::optional<gemm::PackedA>> up(16);
+  std::atomic<bool> nonfinite{false};
+  {
+    CpuBuffer<float> u(static_cast<size_t>(O * C * 16));  // (O, C, 16)
+    parallel_for(0, O * C, 256, [&](int64_t b, int64_t e) {
+      uint32_t m = 0;
+      for (int64_t i = b; i < e; ++i) {
+        for (int k = 0; k < 9; ++k) m = std::max(m, exponent(w[i * 9 + k]));
+        kernel_tile(w + i * 9, u.data() + i * 16);
+      }
+      if (m == kExpMask) nonfinite.store(true, std::memory_order_relaxed);
     });
-    parallel_for(0, O, 1, [&](int64_t ob, int64_t oe) {
-      for (int64_t o = ob; o < oe; ++o)
+    if (nonfinite.load()) return false;
+    parallel_for(0, 16, 1, [&](int64_t xb, int64_t xe) {
+      for (int64_t xi = xb; xi < xe; ++xi)
+        up[static_cast<size_t>(xi)].emplace(gemm::View{u.data() + xi, C * 16, 16}, O, C);
+    });
+  }
+
+  parallel_for(0, blocks, 1, [&](int64_t bb, int64_t be) {
+    CpuBuffer<float> v(static_cast<size_t>(16 * C * p.TB));  // (16, C, TB)
+    CpuBuffer<float> mb(static_cast<size_t>(16 * O * p.TB));  // (16, O, TB)
+    for (int64_t blk = bb; blk < be; ++blk) {
+      const int64_t t0 = blk * p.TB, nb = std::min(p.TB, p.T - t0);
+      if (transform_input(x, s, p, t0, nb, 0, 3, v.data()) == kExpMask) nonfinite.store(true, std::memory_order_relaxed);
+      if (nonfinite.load(std::memory_order_relaxed)) return;
+      for (int64_t xi = 0; xi < 16; ++xi)
+        gemm::gemm(*up[static_cast<size_t>(xi)], gemm::MatrixSource(gemm::View{v.data() + xi * C * p.TB, p.TB, 1}), nb,
+                   mb.data() + xi * O * p.TB, p.TB, false);
+      for (int64_t o = 0; o < O; ++o)
         for_each_segment(p, t0, t0 + nb, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t at) {
           output_tiles(mb.data() + o * p.TB + at, O * p.TB, out + (n * O + o) * ho * wo, ho, wo, ty, tx0, len);
         });
-    });
-  }
+    }
+  });
+  if (nonfinite.load()) return false;
   forward_calls.fetch_add(1);
   return true;
 }
@@ -326,32 +339,34 @@ bool conv2d_winograd_backward_weight(const float* grad, const float* x, float* d
   const int64_t C = s.C, O = s.O, ho = s.ho(), wo = s.wo();
   const Plan p = plan(s);
   CpuBuffer<float> du(static_cast<size_t>(16 * O * C));  // (16, O, C)
-  std::fill(du.data(), du.data() + du.size(), 0.0f);
-  CpuBuffer<float> v(static_cast<size_t>(16 * C * p.TB));   // (16, C, TB)
-  CpuBuffer<float> dm(static_cast<size_t>(16 * O * p.TB));  // (16, O, TB)
-  for (int64_t t0 = 0; t0 < p.T; t0 += p.TB) {
-    const int64_t nb = std::min(p.TB, p.T - t0);
-    if (!transform_input(x, s, p, t0, nb, v.data())) return false;
-    std::atomic<bool> nonfinite{false};
-    parallel_for(0, O, 1, [&](int64_t ob, int64_t oe) {
-      uint32_t m = 0;
-      for (int64_t o = ob; o < oe; ++o)
+  std::atomic<bool> nonfinite{false};
+  // Each thread owns a share [xb, xe) of the 16 xi and runs every block for it, transforming only the
+  // rows of V and dM its xi need (the threads share none of the work's results, so there is no barrier
+  // per block, and each dU[xi] is summed over the blocks in order by one thread).
+  parallel_for(0, 16, 1, [&](int64_t xb, int64_t xe) {
+    const int ib = static_cast<int>(xb / 4), ie = static_cast<int>((xe - 1) / 4);
+    std::fill(du.data() + xb * O * C, du.data() + xe * O * C, 0.0f);
+    CpuBuffer<float> v(static_cast<size_t>(16 * C * p.TB));   // (16, C, TB), rows [ib, ie] used
+    CpuBuffer<float> dm(static_cast<size_t>(16 * O * p.TB));  // (16, O, TB)
+    for (int64_t t0 = 0; t0 < p.T; t0 += p.TB) {
+      const int64_t nb = std::min(p.TB, p.T - t0);
+      uint32_t m = transform_input(x, s, p, t0, nb, ib, ie, v.data());
+      for (int64_t o = 0; o < O; ++o)
         for_each_segment(p, t0, t0 + nb, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t at) {
-          m = std::max(m, grad_tiles(grad + (n * O + o) * ho * wo, ho, wo, ty, tx0, len, dm.data() + o * p.TB + at,
-                                     O * p.TB));
+          m = std::max(m, grad_tiles(grad + (n * O + o) * ho * wo, ho, wo, ty, tx0, len, ib, ie,
+                                     dm.data() + o * p.TB + at, O * p.TB));
         });
       if (m == kExpMask) nonfinite.store(true, std::memory_order_relaxed);
-    });
-    if (nonfinite.load()) return false;
-    // dU[xi] (O, C) += dM[xi] (O, nb) @ V[xi]^T (nb, C), each xi on one thread, blocks in order.
-    parallel_for(0, 16, 1, [&](int64_t b, int64_t e) {
-      for (int64_t xi = b; xi < e; ++xi) {
+      if (nonfinite.load(std::memory_order_relaxed)) return;
+      // dU[xi] (O, C) += dM[xi] (O, nb) @ V[xi]^T (nb, C).
+      for (int64_t xi = xb; xi < xe; ++xi) {
         const gemm::PackedA a(gemm::View{dm.data() + xi * O * p.TB, p.TB, 1}, O, nb);
         gemm::gemm(a, gemm::MatrixSource(gemm::View{v.data() + xi * C * p.TB, 1, p.TB}), C, du.data() + xi * O * C, C,
                    true);
       }
-    });
-  }
+    }
+  });
+  if (nonfinite.load()) return false;
   parallel_for(0, O * C, 256, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       float t[16];

@@ -5,9 +5,10 @@
 // kernel) and the weight gradient.
 //
 // Both return false, computing nothing the caller sees, where they do not apply: switched off, a
-// kernel other than 3x3, padding past 2, too few channels for the transforms to pay, or a non-finite
-// value in the operands (Winograd's transforms mix an Inf into outputs and taps whose sums never meet
-// it; the caller's direct paths then keep those finite). The caller then takes its usual path.
+// kernel other than 3x3, padding past 2, too few channels for the transforms to pay or too many for
+// their scratch memory, or a non-finite value in the operands (Winograd's transforms mix an Inf into
+// outputs and taps whose sums never meet it; the caller's direct paths then keep those finite). The
+// caller then takes its usual path.
 #include <cstdint>
 
 #include "tensor/cpu/conv_stride1.h"
@@ -23,6 +24,10 @@ void set_winograd_enabled(bool on);
 // Input and output channels below this take the direct stride-1 path: with few channels the GEMMs are
 // too thin (K = C) to pay for the transforms.
 constexpr int64_t kWinogradMinChannels = 32;
+// The transformed kernels, U (16, O, C), and the weight gradient's dU take 16/9 of the weights' memory
+// each: layers with more than 512 x 512 kernels keep the direct paths, so that the scratch of the
+// widest layers (1024 channels: 64 MB) does not raise the peak memory of a train step.
+constexpr int64_t kWinogradMaxKernels = 512 * 512;
 
 // Whether a convolution of this shape takes the Winograd path (when enabled and finite).
 bool winograd_applies(const Stride1Conv& s);
