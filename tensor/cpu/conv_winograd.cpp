@@ -24,14 +24,20 @@
 //   dW[o, c] = G^T dU[o, c] G (3x3 from 4x4).
 //
 // Blocking. The tiles of the whole batch are numbered (n, ty, tx) row-major and taken in blocks of
-// TB consecutive tiles; only one block's V (16, C, TB) and M or dM (16, O, TB) exist at a time, so
-// the scratch is a few MB whatever the batch. Per block: the input (and gradient) transforms are
-// split over the threads by channel, the 16 GEMMs by xi (each on one thread, the packed GEMM's
-// micro-kernel chosen at run time), the output transform by output channel. A thread's 8 of the 16
-// (V, M) pairs are sized to stay in its L2. TB depends on the shape only, and each dU[xi] is summed
-// over the blocks in order by whichever thread owns xi, so the weight gradient's bits do not depend
-// on the thread count.
+// TB consecutive tiles (a block may cross tile rows and images); only a block's V (16, C, TB) and M
+// or dM (16, O, TB) exist at a time, one set per thread, so the scratch is a few MB whatever the batch
+// (about 1 MB per thread where TB's floor of 96 tiles allows: it stays in L2). The work has one
+// parallel region, with no barrier per block (a barrier costs a scheduler time slice on a busy host):
+//   forward: each thread takes a contiguous share of whole blocks (the block count a multiple of the
+//     thread count): input transform, the 16 GEMMs (the packed GEMM's micro-kernel chosen at run
+//     time, U[xi] packed once per call), output transform;
+//   weight gradient: each thread owns a share of the 16 xi and runs every block for them, doing only
+//     the rows of the transforms its xi need. Each dU[xi] is summed over the blocks in order by one
+//     thread, and TB depends on the shape alone, so the bits do not depend on the thread count.
+
 #include "tensor/cpu/conv_winograd.h"
+
+#include <immintrin.h>
 
 #include <algorithm>
 #include <atomic>
@@ -77,7 +83,7 @@ uint32_t exponent(float f) {
 // Tiles per transform call: a row segment of the tile grid, at most kSeg tiles, fits local arrays.
 constexpr int64_t kSeg = 64;
 
-// Floats of one thread's share of a block (8 of the 16 V and M pairs): 1 MB, within its L2.
+// Floats of one thread's block, V and M together: 1 MB, within its L2.
 constexpr int64_t kBlockFloats = int64_t{1} << 18;
 
 struct Plan {
@@ -87,11 +93,9 @@ struct Plan {
 Plan plan(const Stride1Conv& s) {
   Plan p{(s.ho() + 1) / 2, (s.wo() + 1) / 2, 0, 0};
   p.T = s.N * p.th * p.tw;
-  static const int64_t kb = std::getenv("TLW_KB") ? std::atoll(std::getenv("TLW_KB")) : kBlockFloats;  // TUNING
-  static const int64_t kmin = std::getenv("TLW_MIN") ? std::atoll(std::getenv("TLW_MIN")) : 96;  // TUNING
   // A multiple of both micro-kernels' NR (24, 48), 2 to 21 of the wider.
-  int64_t tb = kb / (16 * (s.C + s.O));
-  tb = std::clamp<int64_t>((tb + 47) / 48 * 48, kmin, 1008);
+  int64_t tb = kBlockFloats / (16 * (s.C + s.O));
+  tb = std::clamp<int64_t>((tb + 47) / 48 * 48, 96, 1008);
   p.TB = std::min(tb, p.T);
   return p;
 }
@@ -254,6 +258,49 @@ void kernel_tile_adjoint(const float* du, float* dg) {
   }
 }
 
+// B = V[xi]^T (nb, C) for the weight gradient's GEMM, from V[xi] (C, TB): each panel is a transposed
+// block of V's rows. MatrixSource would walk each column of the panel with strided stores; here 8x8
+// blocks go through registers (AVX2 where the CPU has it, else plain loops).
+class TransposedSource final : public gemm::PanelSource {
+ public:
+  TransposedSource(const float* v, int64_t ld) : v_(v), ld_(ld), avx2_(gemm::isa_supported(gemm::Isa::Avx2)) {}
+  void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int64_t nr, float* dst) const override {
+    const int64_t nc8 = avx2_ ? nc / 8 * 8 : 0, kc8 = avx2_ ? kc / 8 * 8 : 0;
+    for (int64_t j = 0; j < nc8; j += 8)
+      for (int64_t k = 0; k < kc8; k += 8) transpose8(v_ + (n0 + j) * ld_ + k0 + k, ld_, dst + k * nr + j, nr);
+    for (int64_t j = 0; j < nc; ++j) {
+      const float* src = v_ + (n0 + j) * ld_ + k0;
+      for (int64_t k = j < nc8 ? kc8 : 0; k < kc; ++k) dst[k * nr + j] = src[k];
+    }
+    for (int64_t k = 0; k < kc; ++k) std::fill(dst + k * nr + nc, dst + (k + 1) * nr, 0.0f);
+  }
+
+ private:
+  // dst[k * ldd + j] = src[j * lds + k] for j, k < 8.
+  __attribute__((target("avx2"))) static void transpose8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+      r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+      r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+      r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; ++i) {
+      t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+      t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+    }
+    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + i * ldd, t[i]);
+  }
+  const float* v_;
+  int64_t ld_;
+  bool avx2_;
+};
+
 // Rows [ib, ie] of V (16, C, TB) for the block's tiles [t0, t0 + nb), on the calling thread.
 // Returns the exponents' maximum of the inputs read.
 uint32_t transform_input(const float* x, const Stride1Conv& s, const Plan& p, int64_t t0, int64_t nb, int ib, int ie,
@@ -272,10 +319,15 @@ uint32_t transform_input(const float* x, const Stride1Conv& s, const Plan& p, in
 bool winograd_enabled() { return enabled_state(); }
 void set_winograd_enabled(bool on) { enabled_state() = on; }
 
-bool winograd_applies(const Stride1Conv& s) {
-  return s.kh == 3 && s.kw == 3 && s.ph >= 0 && s.ph <= 2 && s.pw >= 0 && s.pw <= 2 && s.C >= kWinogradMinChannels &&
-         s.O >= kWinogradMinChannels && s.C * s.O <= kWinogradMaxKernels && s.N > 0 && s.ho() > 0 && s.wo() > 0;
+namespace {
+bool shape_applies(const Stride1Conv& s, int64_t min_channels) {
+  return s.kh == 3 && s.kw == 3 && s.ph >= 0 && s.ph <= 2 && s.pw >= 0 && s.pw <= 2 && s.C >= min_channels &&
+         s.O >= min_channels && s.C * s.O <= kWinogradMaxKernels && s.N > 0 && s.ho() > 0 && s.wo() > 0;
 }
+}  // namespace
+
+bool winograd_applies(const Stride1Conv& s) { return shape_applies(s, kWinogradMinChannels); }
+bool winograd_weight_applies(const Stride1Conv& s) { return shape_applies(s, kWinogradMinChannelsWeight); }
 
 int64_t winograd_forward_calls() { return forward_calls.load(); }
 int64_t winograd_backward_weight_calls() { return backward_weight_calls.load(); }
@@ -335,7 +387,7 @@ bool conv2d_winograd_forward(const float* x, const float* w, float* out, const S
 }
 
 bool conv2d_winograd_backward_weight(const float* grad, const float* x, float* dw, const Stride1Conv& s) {
-  if (!winograd_enabled() || !winograd_applies(s)) return false;
+  if (!winograd_enabled() || !winograd_weight_applies(s)) return false;
   const int64_t C = s.C, O = s.O, ho = s.ho(), wo = s.wo();
   const Plan p = plan(s);
   CpuBuffer<float> du(static_cast<size_t>(16 * O * C));  // (16, O, C)
@@ -361,8 +413,7 @@ bool conv2d_winograd_backward_weight(const float* grad, const float* x, float* d
       // dU[xi] (O, C) += dM[xi] (O, nb) @ V[xi]^T (nb, C).
       for (int64_t xi = xb; xi < xe; ++xi) {
         const gemm::PackedA a(gemm::View{dm.data() + xi * O * p.TB, p.TB, 1}, O, nb);
-        gemm::gemm(a, gemm::MatrixSource(gemm::View{v.data() + xi * C * p.TB, 1, p.TB}), C, du.data() + xi * O * C, C,
-                   true);
+        gemm::gemm(a, TransposedSource(v.data() + xi * C * p.TB, p.TB), C, du.data() + xi * O * C, C, true);
       }
     }
   });

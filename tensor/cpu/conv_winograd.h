@@ -21,16 +21,21 @@ namespace tl::cpu {
 bool winograd_enabled();
 void set_winograd_enabled(bool on);
 
-// Input and output channels below this take the direct stride-1 path: with few channels the GEMMs are
-// too thin (K = C) to pay for the transforms.
-constexpr int64_t kWinogradMinChannels = 32;
+// Where it pays, measured on the UNet's layers (2 threads, AVX-512): the forward from 64 input and
+// output channels (at 32 it is even with the direct stride-1 path: the GEMMs, K = C deep, are too
+// thin to pay for the transforms), the weight gradient from 128 (at 64 the direct dot-product kernel
+// is as fast or faster).
+constexpr int64_t kWinogradMinChannels = 64;
+constexpr int64_t kWinogradMinChannelsWeight = 128;
 // The transformed kernels, U (16, O, C), and the weight gradient's dU take 16/9 of the weights' memory
 // each: layers with more than 512 x 512 kernels keep the direct paths, so that the scratch of the
 // widest layers (1024 channels: 64 MB) does not raise the peak memory of a train step.
 constexpr int64_t kWinogradMaxKernels = 512 * 512;
 
-// Whether a convolution of this shape takes the Winograd path (when enabled and finite).
+// Whether a convolution of this shape takes the Winograd forward (when enabled and finite), and the
+// Winograd weight gradient.
 bool winograd_applies(const Stride1Conv& s);
+bool winograd_weight_applies(const Stride1Conv& s);
 
 // Calls that completed on the Winograd path since the start of the process: the evidence tests check.
 int64_t winograd_forward_calls();
