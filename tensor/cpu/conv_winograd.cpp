@@ -127,8 +127,8 @@ uint32_t load_row(const float* row, int64_t W, int64_t base, int64_t n, float* b
 }
 
 // Rows [ib, ie] (i of xi = 4i + j) of V = B^T d B for the tiles tx0 .. tx0 + len of tile row ty of
-// one channel's plane (H, W): v[xi * xs + k] for tile k. Returns the exponents' maximum of the inputs
-// read.
+// one channel's plane (H, W): v[(xi - 4 ib) * xs + k] for tile k. Returns the exponents' maximum of
+// the inputs read.
 uint32_t input_tiles(const float* plane, const Stride1Conv& s, int64_t ty, int64_t tx0, int64_t len, int ib, int ie,
                      float* v, int64_t xs) {
   float e[4][4][kSeg];  // (patch row, column-transformed j, tile): the rows times B
@@ -153,15 +153,24 @@ uint32_t input_tiles(const float* plane, const Stride1Conv& s, int64_t ty, int64
   }
   for (int j = 0; j < 4; ++j) {
     const float *r0 = e[0][j], *r1 = e[1][j], *r2 = e[2][j], *r3 = e[3][j];
-    float *v0 = v + j * xs, *v1 = v + (4 + j) * xs, *v2 = v + (8 + j) * xs, *v3 = v + (12 + j) * xs;
-    if (ib == 0)
+    // v holds the rows from ib on: xi = 4i + j at v + (4 (i - ib) + j) * xs.
+    auto out = [&](int i) { return v + (4 * (i - ib) + j) * xs; };
+    if (ib == 0) {
+      float* v0 = out(0);
       for (int64_t k = 0; k < len; ++k) v0[k] = r0[k] - r2[k];
-    if (ib <= 1 && ie >= 1)
+    }
+    if (ib <= 1 && ie >= 1) {
+      float* v1 = out(1);
       for (int64_t k = 0; k < len; ++k) v1[k] = r1[k] + r2[k];
-    if (ib <= 2 && ie >= 2)
+    }
+    if (ib <= 2 && ie >= 2) {
+      float* v2 = out(2);
       for (int64_t k = 0; k < len; ++k) v2[k] = r2[k] - r1[k];
-    if (ie == 3)
+    }
+    if (ie == 3) {
+      float* v3 = out(3);
       for (int64_t k = 0; k < len; ++k) v3[k] = r1[k] - r3[k];
+    }
   }
   return m;
 }
@@ -195,7 +204,8 @@ void output_tiles(const float* m, int64_t xs, float* plane, int64_t ho, int64_t 
 }
 
 // Rows [ib, ie] of dM = A dY A^T for the tiles tx0 .. tx0 + len of tile row ty of one output
-// channel's gradient plane (Ho, Wo): dm[xi * xs + k]. Returns the exponents' maximum of the gradients read.
+// channel's gradient plane (Ho, Wo): dm[(xi - 4 ib) * xs + k]. Returns the exponents' maximum of the
+// gradients read.
 uint32_t grad_tiles(const float* plane, int64_t ho, int64_t wo, int64_t ty, int64_t tx0, int64_t len, int ib, int ie,
                     float* dm, int64_t xs) {
   float y[4][kSeg];  // dy00, dy01, dy10, dy11 of each tile, zero outside
@@ -216,7 +226,7 @@ uint32_t grad_tiles(const float* plane, int64_t ho, int64_t wo, int64_t ty, int6
   static constexpr float kA[4][2] = {{1, 0}, {1, 1}, {1, -1}, {0, -1}};
   for (int i = ib; i <= ie; ++i) {
     const float ca = kA[i][0], cc = kA[i][1];
-    float *d0 = dm + 4 * i * xs, *d1 = d0 + xs, *d2 = d1 + xs, *d3 = d2 + xs;
+    float *d0 = dm + 4 * (i - ib) * xs, *d1 = d0 + xs, *d2 = d1 + xs, *d3 = d2 + xs;  // rows from ib on
     for (int64_t k = 0; k < len; ++k) {
       const float p = ca * y[0][k] + cc * y[2][k], q = ca * y[1][k] + cc * y[3][k];
       d0[k] = p;
@@ -304,7 +314,8 @@ class TransposedSource final : public gemm::PanelSource {
   bool avx2_;
 };
 
-// Rows [ib, ie] of V (16, C, TB) for the block's tiles [t0, t0 + nb), on the calling thread.
+// Rows [ib, ie] of V (16, C, TB) for the block's tiles [t0, t0 + nb), on the calling thread; v holds
+// the rows from ib on.
 // Returns the exponents' maximum of the inputs read.
 uint32_t transform_input(const float* x, const Stride1Conv& s, const Plan& p, int64_t t0, int64_t nb, int ib, int ie,
                          float* v) {
@@ -401,8 +412,9 @@ bool conv2d_winograd_backward_weight(const float* grad, const float* x, float* d
   parallel_for(0, 16, 1, [&](int64_t xb, int64_t xe) {
     const int ib = static_cast<int>(xb / 4), ie = static_cast<int>((xe - 1) / 4);
     std::fill(du.data() + xb * O * C, du.data() + xe * O * C, 0.0f);
-    CpuBuffer<float> v(static_cast<size_t>(16 * C * p.TB));   // (16, C, TB), rows [ib, ie] used
-    CpuBuffer<float> dm(static_cast<size_t>(16 * O * p.TB));  // (16, O, TB)
+    const int64_t nx = 4 * (ie - ib + 1), x0 = 4 * ib;        // the xi of rows [ib, ie]: [x0, x0 + nx)
+    CpuBuffer<float> v(static_cast<size_t>(nx * C * p.TB));   // (nx, C, TB): V's rows [ib, ie]
+    CpuBuffer<float> dm(static_cast<size_t>(nx * O * p.TB));  // (nx, O, TB)
     for (int64_t t0 = 0; t0 < p.T; t0 += p.TB) {
       const int64_t nb = std::min(p.TB, p.T - t0);
       uint32_t m = transform_input(x, s, p, t0, nb, ib, ie, v.data());
@@ -415,8 +427,8 @@ bool conv2d_winograd_backward_weight(const float* grad, const float* x, float* d
       if (nonfinite.load(std::memory_order_relaxed)) return;
       // dU[xi] (O, C) += dM[xi] (O, nb) @ V[xi]^T (nb, C).
       for (int64_t xi = xb; xi < xe; ++xi) {
-        const gemm::PackedA a(gemm::View{dm.data() + xi * O * p.TB, p.TB, 1}, O, nb);
-        gemm::gemm(a, TransposedSource(v.data() + xi * C * p.TB, p.TB), C, du.data() + xi * O * C, C, true);
+        const gemm::PackedA a(gemm::View{dm.data() + (xi - x0) * O * p.TB, p.TB, 1}, O, nb);
+        gemm::gemm(a, TransposedSource(v.data() + (xi - x0) * C * p.TB, p.TB), C, du.data() + xi * O * C, C, true);
       }
     }
   });
