@@ -26,8 +26,9 @@
 // Blocking. The tiles of the whole batch are numbered (n, ty, tx) row-major and taken in blocks of
 // TB consecutive tiles (a block may cross tile rows and images); only a block's V (16, C, TB) and M
 // or dM (16, O, TB) exist at a time, one set per thread, so the scratch is a few MB whatever the batch
-// (about 1 MB per thread where TB's floor of 96 tiles allows: it stays in L2). The work has one
-// parallel region, with no barrier per block (a barrier costs a scheduler time slice on a busy host):
+// (about 1 MB per thread where TB's floor of 96 tiles allows: it stays in L2). The tiles are done in
+// one parallel region, with no barrier per block (a barrier costs a scheduler time slice on a busy
+// host; the kernel transforms before it and after it are one region each):
 //   forward: each thread takes a contiguous share of whole blocks (the block count a multiple of the
 //     thread count): input transform, the 16 GEMMs (the packed GEMM's micro-kernel chosen at run
 //     time, U[xi] packed once per call), output transform;
