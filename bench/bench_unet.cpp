@@ -17,6 +17,7 @@
 
 #include "nn/optim.h"
 #include "nn/unet.h"
+#include "tensor/cpu/conv_winograd.h"
 #include "tensor/cpu/gemm.h"
 #include "tensor/parallel.h"
 #include "tensor/profile.h"
@@ -82,8 +83,10 @@ double counted_gflop(const F& f) {
 
 void print_profile(const char* what, const Config& c, double step_ms) {
   auto entries = profile::snapshot();
-  std::printf("\nprofile of one %s, batch %lld, %lldx%lld, %s (%.0f ms):\n", what, static_cast<long long>(c.batch),
-              static_cast<long long>(c.height), static_cast<long long>(c.width), c.activation.c_str(), step_ms);
+  std::printf("\nprofile of one %s, batch %lld, %lldx%lld, %s (%.0f ms; GEMM %s, Winograd %s):\n", what,
+              static_cast<long long>(c.batch), static_cast<long long>(c.height), static_cast<long long>(c.width),
+              c.activation.c_str(), step_ms, cpu::gemm::isa_name(cpu::gemm::active_isa()),
+              cpu::winograd_enabled() ? "on" : "off");
   std::printf("  %-24s %10s %7s %8s %10s\n", "layer kind", "ms", "share", "calls", "GFLOP/s");
   double accounted = 0;
   for (int k = 0; k < profile::kKinds; ++k) {

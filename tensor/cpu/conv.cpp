@@ -14,7 +14,9 @@
 // rows or channels over the same threads between the GEMMs.
 //
 // float32 runs on the engine's packed GEMM (gemm.h) instead of Eigen, with the weights packed once per
-// call for all the images. Stride-1 convolutions (all of the UNet's) read the input in place from a
+// call for all the images. 3x3 stride-1 convolutions with 64 to 512 input and output channels take
+// Winograd F(2x2, 3x3) (conv_winograd.h: the forward, hence the stride-1 input gradient, and from 128
+// channels the weight gradient) unless TL_CONV_WINOGRAD=0. Stride-1 convolutions (all of the UNet's) read the input in place from a
 // zero-padded copy (conv_stride1.h: the forward pass, and a direct weight gradient for rows of 100+
 // pixels); other strides pack the input patches straight into the GEMM's B panels (PatchSource, an
 // implicit im2col). float64 (the gradient checks' dtype) stays on the Eigen path above, which is the
@@ -27,6 +29,7 @@
 
 #include "tensor/cpu/cpu_kernels.h"
 #include "tensor/cpu/conv_stride1.h"
+#include "tensor/cpu/conv_winograd.h"
 #include "tensor/cpu/gemm.h"
 #include "tensor/strided.h"
 
@@ -212,6 +215,9 @@ class PatchSource final : public gemm::PanelSource {
 // The float32 forward: out[n] (O, Ho*Wo) = W (O, C*kh*kw) @ col[n], W packed once for the batch.
 void conv2d_f32(const float* x, const float* w, float* out, int64_t N, int64_t O, const Geometry& g) {
   const int64_t K = g.rows(), L = g.cols();
+  if (g.p.stride_h == 1 && g.p.stride_w == 1 &&
+      conv2d_winograd_forward(x, w, out, Stride1Conv{N, g.C, g.H, g.W, O, g.kh, g.kw, g.p.pad_h, g.p.pad_w}))
+    return;
   const gemm::PackedA wp(gemm::View{w, K, 1}, O, K);
   if (g.p.stride_h == 1 && g.p.stride_w == 1 && !g.is_pointwise() &&
       conv2d_stride1_forward(x, wp, out, Stride1Conv{N, g.C, g.H, g.W, O, g.kh, g.kw, g.p.pad_h, g.p.pad_w}))
@@ -238,6 +244,10 @@ constexpr int64_t kDirectMinWidth = 40;
 // added in thread order (the same bits for the same thread count).
 void conv2d_backward_weight_f32(const float* grad, const float* x, float* dw, int64_t N, int64_t O, const Geometry& g) {
   const int64_t K = g.rows(), L = g.cols();
+  // 3x3 at stride 1 with 128 to 512 channels: Winograd F(2x2, 3x3).
+  if (g.p.stride_h == 1 && g.p.stride_w == 1 &&
+      conv2d_winograd_backward_weight(grad, x, dw, Stride1Conv{N, g.C, g.H, g.W, O, g.kh, g.kw, g.p.pad_h, g.p.pad_w}))
+    return;
   // Stride 1 with output rows of at least kDirectMinWidth pixels: the direct dot-product kernel.
   if (g.p.stride_h == 1 && g.p.stride_w == 1 && g.Wo >= kDirectMinWidth &&
       conv2d_stride1_backward_weight(grad, x, dw, Stride1Conv{N, g.C, g.H, g.W, O, g.kh, g.kw, g.p.pad_h, g.p.pad_w}))

@@ -1,0 +1,52 @@
+#pragma once
+// float32 3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3): 16 multiplies per
+// 2x2 output tile and input channel instead of 36 (see conv_winograd.cpp). The forward pass (and so
+// the stride-1 input gradient, which conv.cpp computes as a forward convolution with the rotated
+// kernel) and the weight gradient.
+//
+// Both return false, computing nothing the caller sees, where they do not apply: switched off, a
+// kernel other than 3x3, padding past 2, too few channels for the transforms to pay or too many for
+// their scratch memory, or a non-finite value in the operands (Winograd's transforms mix an Inf into
+// outputs and taps whose sums never meet it; the caller's direct paths then keep those finite). The
+// caller then takes its usual path.
+#include <cstdint>
+
+#include "tensor/cpu/conv_stride1.h"
+
+namespace tl::cpu {
+
+// The switch: TL_CONV_WINOGRAD=0 turns the Winograd path off, 1 (or unset) leaves it on; read once,
+// any other value throws std::invalid_argument naming the variable. set_winograd_enabled overrides it
+// (tests, benchmarks).
+bool winograd_enabled();
+void set_winograd_enabled(bool on);
+
+// Where it pays, measured on the UNet's layers (2 threads, AVX-512): the forward from 64 input and
+// output channels (at 32 it is even with the direct stride-1 path: the GEMMs, K = C deep, are too
+// thin to pay for the transforms), the weight gradient from 128 (at 64 the direct dot-product kernel
+// is as fast or faster).
+constexpr int64_t kWinogradMinChannels = 64;
+constexpr int64_t kWinogradMinChannelsWeight = 128;
+// The transformed kernels, U (16, O, C), and the weight gradient's dU take 16/9 of the weights' memory
+// each: layers with more than 512 x 512 kernels keep the direct paths, so that the scratch of the
+// widest layers (1024 channels: 64 MB) does not raise the peak memory of a train step.
+constexpr int64_t kWinogradMaxKernels = 512 * 512;
+
+// Whether a convolution of this shape takes the Winograd forward (when enabled and finite), and the
+// Winograd weight gradient.
+bool winograd_applies(const Stride1Conv& s);
+bool winograd_weight_applies(const Stride1Conv& s);
+
+// Calls that completed on the Winograd path since the start of the process: the evidence tests check.
+int64_t winograd_forward_calls();
+int64_t winograd_backward_weight_calls();
+
+// out (N, O, Ho, Wo) = conv(x (N, C, H, W), w (O, C, 3, 3)), no bias. Overwrites out, also when it
+// returns false after finding a non-finite value part way.
+bool conv2d_winograd_forward(const float* x, const float* w, float* out, const Stride1Conv& s);
+
+// dw (O, C, 3, 3) += sum over n, oh, ow of grad[n, o, oh, ow] * x[n, c, oh - ph + ki, ow - pw + kj].
+// dw is untouched when it returns false.
+bool conv2d_winograd_backward_weight(const float* grad, const float* x, float* dw, const Stride1Conv& s);
+
+}  // namespace tl::cpu
