@@ -543,11 +543,18 @@ class Run {
     schedule_ = std::make_unique<Schedule>(cfg_, *optimizer_);
   }
 
+  // Whether a checkpoint's model is the run's architecture (what --resume and --init both require).
+  bool same_model(const nn::UNetConfig& m) const {
+    return m.features == mc_.features && m.activation == mc_.activation && m.conv_bias == mc_.conv_bias;
+  }
+  static std::string model_text(const nn::UNetConfig& m) {
+    return "features " + join(m.features) + ", " + m.activation + (m.conv_bias ? ", conv bias" : "");
+  }
+
   // Weights, optimizer, schedule, position and partial metrics from cfg.resume.
   void restore() {
     const nn::Checkpoint ckpt = nn::load_checkpoint(cfg_.resume);
-    if (ckpt.config.features != mc_.features || ckpt.config.activation != mc_.activation || ckpt.config.conv_bias != mc_.conv_bias)
-      throw std::runtime_error(cfg_.resume + ": its model config does not match the run's");
+    if (!same_model(ckpt.config)) throw std::runtime_error(cfg_.resume + ": its model config does not match the run's");
     model_->load_state_dict(ckpt.model_state);
     if (ckpt.optim_state.empty()) throw std::runtime_error(cfg_.resume + ": holds no optimizer state, cannot resume from it");
     const auto ws = ckpt.metadata.find("train.world_size");
@@ -577,10 +584,9 @@ class Run {
   // convolutional).
   void init_weights() {
     const nn::Checkpoint ckpt = nn::load_checkpoint(cfg_.init);
-    if (ckpt.config.features != mc_.features || ckpt.config.activation != mc_.activation || ckpt.config.conv_bias != mc_.conv_bias)
-      throw std::runtime_error("--init " + cfg_.init + ": its model (features " + join(ckpt.config.features) + ", " +
-                               ckpt.config.activation + (ckpt.config.conv_bias ? ", conv bias" : "") + ") is not the run's (features " +
-                               join(mc_.features) + ", " + mc_.activation + (mc_.conv_bias ? ", conv bias" : "") + ")");
+    if (!same_model(ckpt.config))
+      throw std::runtime_error("--init " + cfg_.init + ": its model (" + model_text(ckpt.config) + ") is not the run's (" +
+                               model_text(mc_) + ")");
     model_->load_state_dict(ckpt.model_state);
     say("weights from " + cfg_.init + " (epoch " + std::to_string(ckpt.state.epoch) + " of its run); optimizer and schedule start fresh");
   }
