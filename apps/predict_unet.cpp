@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
                        "unreadable photos are skipped and listed instead, and the exit status is 0 unless all failed.");
   std::string checkpoint, input, output = "predictions", rle, image_size, device = "auto";
   double threshold = 0.5;
-  bool write_overlay = false, tf32 = false, skip_bad = false, tta = false;
+  bool write_overlay = false, tf32 = false, skip_bad = false, tta = false, largest_region = false, fill_holes = false;
   int64_t threads = 0, batch_size = 4, max_pixels = tl::data::kDefaultMaxImagePixels;
   flags.add("--checkpoint", &checkpoint, "model weights and config (.safetensors); required");
   flags.add("--input", &input, "a photo, or a folder: every .jpg/.jpeg/.png/.gif/.bmp in it, sorted; required");
@@ -40,6 +40,9 @@ int main(int argc, char** argv) {
   flags.add_switch("--skip-bad", &skip_bad, "skip unreadable photos (each named on stderr, all listed at the end)");
   flags.add_switch("--tta", &tta,
                    "test-time augmentation: average the probabilities of each photo and its left-right mirror (2 forwards)");
+  flags.add_switch("--largest-region", &largest_region,
+                   "keep only the largest connected car region of each mask (drops blobs off the car)");
+  flags.add_switch("--fill-holes", &fill_holes, "fill the background regions enclosed by car (holes not touching the border)");
   flags.add("--image-size", &image_size, "model input HxW; none: the checkpoint's image_size, else 160x240");
   flags.add("--batch-size", &batch_size, "photos per forward pass");
   flags.add("--threads", &threads, "compute threads; 0: all cores");
@@ -83,7 +86,7 @@ int main(int argc, char** argv) {
     tl::train::check_output_folder(output);
 
     const tl::train::PredictReport report = tl::train::predict_files(
-        predictor, photos, {output, rle, threshold, batch_size, write_overlay, skip_bad},
+        predictor, photos, {output, rle, threshold, batch_size, write_overlay, skip_bad, largest_region, fill_holes},
         [](const std::string&, const std::string& why) { std::fprintf(stderr, "predict_unet: skipped %s\n", why.c_str()); });
     const int64_t done = report.done;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

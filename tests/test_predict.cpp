@@ -1,10 +1,13 @@
 // train/predict: the Predictor on a tiny random UNet (sizes, odd sizes, thresholds, agreement with a
 // plain forward), the float mapping back to the photo's frame, overlays, panels, the input listing,
-// the submission CSV, and the predict_unet / inference_panel apps end to end.
+// the submission CSV, the mask clean-ups (train/mask_cleanup.h), and the predict_unet / inference_panel apps
+// end to end.
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -17,6 +20,7 @@
 #include "data/rle.h"
 #include "nn/checkpoint.h"
 #include "tests/test_util.h"
+#include "train/mask_cleanup.h"
 #include "train/predict.h"
 
 #if TL_WITH_CUDA
@@ -519,4 +523,108 @@ TEST_CASE("predict: with a mirror-symmetric model --tta changes nothing") {
     TL_CHECK_CLOSE(tta.predict_probability(photo), a, 1e-5);
     CHECK(tta.predict_mask(photo).pixels == plain.predict_mask(photo).pixels);
   }
+}
+
+namespace {
+
+// A mask from rows of '#' (car, stored as `car`) and '.' (background).
+Image mask_from(const std::vector<std::string>& rows, uint8_t car = 1) {
+  Image m = Image::blank(static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size()), 1);
+  for (int64_t y = 0; y < m.height; ++y)
+    for (int64_t x = 0; x < m.width; ++x) m.at(y, x) = rows[static_cast<size_t>(y)][static_cast<size_t>(x)] == '#' ? car : 0;
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("predict: keep_largest_region keeps the largest 8-connected region, fill_holes the enclosed background") {
+  // Regions: the big one (with a pixel joined only by a corner), a 3-pixel blob, a 1-pixel blob.
+  Image m = mask_from({"........##",
+                       ".####...#.",
+                       ".####.....",
+                       ".####.....",
+                       ".....#....",
+                       "..........",
+                       "#........."},
+                      255);
+  CHECK(keep_largest_region(m) == 4);
+  CHECK(m.pixels == mask_from({"..........",
+                               ".####.....",
+                               ".####.....",
+                               ".####.....",
+                               ".....#....",
+                               "..........",
+                               ".........."},
+                              255)
+                        .pixels);
+  CHECK(keep_largest_region(m) == 0);  // one region left: nothing to do
+  // A tie keeps the first region in row-major order.
+  Image tie = mask_from({"##..", "....", "..##"});
+  CHECK(keep_largest_region(tie) == 2);
+  CHECK(tie.pixels == mask_from({"##..", "....", "...."}).pixels);
+  Image empty = mask_from({"...", "..."});
+  CHECK(keep_largest_region(empty) == 0);
+  CHECK(fill_holes(empty) == 0);
+
+  // Holes: a 2-pixel window, a 1-pixel one, and a pixel that meets the outside only by its corners
+  // (background is 4-connected, so it is enclosed) are filled; a notch open to the border stays.
+  Image h = mask_from({"#######.....",
+                       "#..#.#..##..",
+                       "#######.#.#.",
+                       "..#......##.",
+                       "..#........."},
+                      255);
+  CHECK(fill_holes(h) == 4);
+  CHECK(h.pixels == mask_from({"#######.....",
+                               "######..##..",
+                               "#######.###.",
+                               "..#......##.",
+                               "..#........."},
+                              255)
+                        .pixels);
+  CHECK(fill_holes(h) == 0);
+  Image rgb = Image::blank(2, 2, 3);
+  CHECK_THROWS_AS(fill_holes(rgb), std::invalid_argument);
+  CHECK_THROWS_AS(keep_largest_region(rgb), std::invalid_argument);
+}
+
+TEST_CASE("predict: predict_unet --largest-region --fill-holes writes the cleaned masks") {
+  TempDir dir;
+  const std::string ckpt = save_tiny(dir, "m.safetensors");
+  const Predictor predictor(ckpt);
+  fs::create_directories(dir.path / "in");
+  // The threshold: the first of the photos' probability quantiles at which the clean-up changes
+  // something (a random model's map is nearly flat, so no fixed threshold would do).
+  std::vector<Image> photos;
+  for (uint32_t seed : {41u, 42u, 43u}) {
+    photos.push_back(random_photo(40, 56, 3, seed));
+    data::write_png(dir.file("in/p_" + std::to_string(seed) + ".png"), photos.back());
+  }
+  const Tensor p0 = predictor.predict_probability(photos[0]).contiguous();
+  std::vector<float> sorted(p0.data_ptr<float>(), p0.data_ptr<float>() + p0.numel());
+  std::sort(sorted.begin(), sorted.end());
+  double threshold = -1;
+  int64_t changed = 0;
+  std::vector<Image> expected;
+  for (int q = 1; q < 40 && changed == 0; ++q) {
+    threshold = sorted[sorted.size() * static_cast<size_t>(q) / 40];
+    expected.clear();
+    for (const Image& photo : photos) {
+      Image m = predictor.predict_mask(photo, threshold);
+      changed += keep_largest_region(m);
+      changed += fill_holes(m);
+      expected.push_back(m);
+    }
+  }
+  MESSAGE("threshold " << threshold << ": pixels changed by the clean-up: " << changed);
+  REQUIRE(changed > 0);
+  char threshold_text[32];
+  std::snprintf(threshold_text, sizeof threshold_text, "%.17g", threshold);
+  std::string out;
+  REQUIRE(run(std::string(TL_PREDICT_UNET) + " --checkpoint " + ckpt + " --input " + dir.file("in") + " --output " +
+                  dir.file("out") + " --threshold " + threshold_text + " --largest-region --fill-holes --device cpu",
+              &out) == 0);
+  size_t k = 0;
+  for (uint32_t seed : {41u, 42u, 43u})
+    CHECK(data::read_mask(dir.file("out/p_" + std::to_string(seed) + "_mask.png")).pixels == expected[k++].pixels);
 }

@@ -21,6 +21,7 @@
 #include "nn/checkpoint.h"
 #include "tensor/file_util.h"
 #include "tensor/parallel.h"
+#include "train/mask_cleanup.h"
 #include "train/text.h"
 
 namespace tl::train {
@@ -478,8 +479,10 @@ PredictReport predict_files(const Predictor& predictor, const std::vector<std::s
           if (on_skip) on_skip(photos[i], e.what());
         }
       }
-      const std::vector<Image> masks = images.empty() ? std::vector<Image>{} : predictor.predict_mask(images, options.threshold);
+      std::vector<Image> masks = images.empty() ? std::vector<Image>{} : predictor.predict_mask(images, options.threshold);
       for (size_t k = 0; k < masks.size(); ++k) {
+        if (options.largest_region) keep_largest_region(masks[k]);
+        if (options.fill_holes) fill_holes(masks[k]);
         const std::string stem = (fs::path(options.output) / fs::path(names[k]).stem()).string();
         Image out = masks[k];
         int64_t car = 0;

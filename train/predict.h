@@ -155,6 +155,8 @@ struct PredictOptions {
   int64_t batch_size = 4;
   bool overlay = false;
   bool skip_bad = false;
+  bool largest_region = false;  // keep_largest_region on each mask (train/mask_cleanup.h), then
+  bool fill_holes = false;      // fill_holes: before the PNG, the overlay and the RLE row
 };
 struct PredictReport {
   int64_t done = 0;                                         // photos whose files were written
