@@ -46,7 +46,7 @@ done
 stage1_epochs=${STAGE1_EPOCHS:-10}
 stage2_epochs=${STAGE2_EPOCHS:-2}
 stage2_lr=${STAGE2_LR:-0.0003}
-predict_flags=(--tta)
+predict_flags=(--tta --largest-region)
 common=(--data-dir "$data_dir" --features 16,32,64,128 --loss bce+dice --decoder turbo --quiet)
 
 now() { date +%s; }
