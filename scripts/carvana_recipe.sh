@@ -17,7 +17,7 @@
 #
 # Usage: scripts/carvana_recipe.sh DATA_DIR OUT_DIR
 #   DATA_DIR  Kaggle-layout folder (DATA_DIR/train/*.jpg, DATA_DIR/train_masks/*_mask.gif)
-# Environment: STAGE1_EPOCHS (default 10), STAGE2_EPOCHS (2), STAGE2_LR (0.0003), TL_BUILD_DIR (the
+# Environment: STAGE1_EPOCHS (default 8), STAGE2_EPOCHS (3), STAGE2_LR (0.0003), TL_BUILD_DIR (the
 # apps' folder, default build/release under the repository; build it with scripts/train.sh or
 # cmake --preset release && cmake --build --preset release).
 set -euo pipefail
@@ -43,8 +43,8 @@ for app in train_unet predict_unet evaluate_masks; do
   [ -x "$build/$app" ] || fail "$build/$app not found: build it first (scripts/train.sh builds it), or set TL_BUILD_DIR"
 done
 
-stage1_epochs=${STAGE1_EPOCHS:-10}
-stage2_epochs=${STAGE2_EPOCHS:-2}
+stage1_epochs=${STAGE1_EPOCHS:-8}
+stage2_epochs=${STAGE2_EPOCHS:-3}
 stage2_lr=${STAGE2_LR:-0.0003}
 predict_flags=(--tta --largest-region)
 common=(--data-dir "$data_dir" --features 16,32,64,128 --loss bce+dice --decoder turbo --quiet)
