@@ -170,11 +170,13 @@ TEST_CASE("conv2d forward and backward match a direct 7-loop convolution") {
 }
 
 TEST_CASE("conv_transpose2d forward and backward match a scatter loop") {
-  // C = Cin, O = Cout, H/W the input size. Includes the UNet's (kernel 2, stride 2).
+  // C = Cin, O = Cout, H/W the input size. Includes the UNet's (kernel 2, stride 2) and, like it, two
+  // more whose windows tile the output exactly (stride == kernel, no padding), one 3x3 and one 1x3.
   const ConvCase cases[] = {
       {2, 4, 3, 5, 3, 2, 2, 2, 2, 0, 0, true},  {1, 2, 4, 3, 3, 3, 3, 1, 1, 1, 1, false},
       {3, 3, 5, 4, 2, 3, 3, 2, 2, 1, 1, true},  {1, 2, 3, 3, 2, 4, 3, 3, 2, 1, 0, true},
       {2, 3, 4, 5, 4, 1, 1, 1, 1, 0, 0, true},  {1, 2, 2, 3, 3, 2, 3, 1, 2, 0, 1, false},
+      {2, 3, 3, 4, 2, 3, 3, 3, 3, 0, 0, true},  {1, 2, 4, 3, 3, 1, 3, 1, 3, 0, 0, false},
   };
   for (const ConvCase& k : cases)
     for (DType dtype : {kFloat64, kFloat32})
