@@ -1,6 +1,6 @@
 #pragma once
 // Cleaning a thresholded car mask with what is known of the scene: a Carvana photo shows one car, whole,
-// so its mask is one connected region without holes. Both steps work on one-channel masks whose nonzero
+// so its mask is mostly one connected region. Both steps work on one-channel masks whose nonzero
 // bytes are "car", keep the mask's own values (0/1 or 0/255) and run in time linear in the pixels.
 //
 //   keep_largest_region: of the car's 8-connected regions (pixels touching by an edge or a corner),
