@@ -1,8 +1,10 @@
 // Times the float32 3x3 stride-1 (padding 1) convolution of each shape: forward, input gradient and
 // weight gradient, with Winograd F(2x2, 3x3) off and on in alternating rounds (tensor/cpu/conv_winograd.h).
 // GFLOP/s are effective: the direct convolution's 2 * N * O * C * 9 * H * W per pass.
-//   bench_conv [--shape N,C,H,W,O ...] [--threads 2] [--iters 5] [--rounds 2]
-// Without --shape: the 3x3 layers of the UNet at batch 4, 160x240, widths 64..512 (C = O per level).
+//   bench_conv [--shape N,C,H,W,O ...] [--up N,C,H,W,O ...] [--threads 2] [--iters 5] [--rounds 2]
+// Without --shape or --up: the 3x3 layers of the UNet at batch 4, 160x240, widths 64..512 (C = O per level).
+// --up times the UNet's 2x2 stride-2 transposed convolution instead, C channels of H x W up to O channels
+// of 2H x 2W (forward, input gradient, weight gradient; Winograd does not apply, so one pass per round).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -43,7 +45,7 @@ Shape5 parse_shape(const std::string& s) {
 int main(int argc, char** argv) {
   try {
     int threads = 2, iters = 5, rounds = 2;
-    std::vector<Shape5> shapes;
+    std::vector<Shape5> shapes, ups;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       auto value = [&]() -> std::string {
@@ -51,13 +53,14 @@ int main(int argc, char** argv) {
         return argv[++i];
       };
       if (a == "--shape") shapes.push_back(parse_shape(value()));
+      else if (a == "--up") ups.push_back(parse_shape(value()));
       else if (a == "--threads") threads = std::stoi(value());
       else if (a == "--iters") iters = std::stoi(value());
       else if (a == "--rounds") rounds = std::stoi(value());
       else throw std::invalid_argument("unknown flag " + a);
     }
     if (threads < 1 || iters < 1 || rounds < 1) throw std::invalid_argument("--threads, --iters and --rounds must be >= 1");
-    if (shapes.empty()) shapes = {{4, 64, 160, 240, 64}, {4, 128, 80, 120, 128}, {4, 256, 40, 60, 256}, {4, 512, 20, 30, 512}};
+    if (shapes.empty() && ups.empty()) shapes = {{4, 64, 160, 240, 64}, {4, 128, 80, 120, 128}, {4, 256, 40, 60, 256}, {4, 512, 20, 30, 512}};
     set_num_threads(threads);
     std::printf("threads %d, GEMM %s, best of %d iterations, %d rounds (Winograd off, on alternating)\n", threads,
                 cpu::gemm::isa_name(cpu::gemm::active_isa()), iters, rounds);
@@ -85,6 +88,31 @@ int main(int argc, char** argv) {
                       static_cast<long long>(s.W), static_cast<long long>(s.O), on ? "on" : "off", tf,
                       gflop / tf * 1e3, tx, gflop / tx * 1e3, tw, gflop / tw * 1e3);
         }
+    }
+    for (const Shape5& s : ups) {
+      // As conv_transpose2d computes it: the adjoint of a conv2d with weight (O = C, C = O, 2, 2).
+      Tensor x = randn({s.N, s.C, s.H, s.W}), w = randn({s.C, s.O, 2, 2}), g = randn({s.N, s.O, 2 * s.H, 2 * s.W});
+      const kernels::Conv2dParams p{2, 2, 0, 0};
+      const Shape out_shape{s.N, s.O, 2 * s.H, 2 * s.W};
+      const double gflop = 2.0 * s.N * s.C * s.O * 4 * s.H * s.W / 1e9;
+      for (int r = 0; r < rounds; ++r) {
+        double tf = 1e30, tx = 1e30, tw = 1e30;
+        for (int i = 0; i < iters; ++i) {
+          const double t0 = now_ms();
+          kernels::conv2d_backward_input(x, w, out_shape, p);
+          const double t1 = now_ms();
+          kernels::conv2d(g, w, Tensor(), p);
+          const double t2 = now_ms();
+          kernels::conv2d_backward_weight(x, g, w.shape(), p);
+          const double t3 = now_ms();
+          tf = std::min(tf, t1 - t0), tx = std::min(tx, t2 - t1), tw = std::min(tw, t3 - t2);
+        }
+        std::printf("up N%lld C%lld %lldx%lld O%lld  forward %8.2f ms (%4.0f GFLOP/s)  input grad %8.2f ms (%4.0f)  "
+                    "weight grad %8.2f ms (%4.0f)\n",
+                    static_cast<long long>(s.N), static_cast<long long>(s.C), static_cast<long long>(s.H),
+                    static_cast<long long>(s.W), static_cast<long long>(s.O), tf, gflop / tf * 1e3, tx,
+                    gflop / tx * 1e3, tw, gflop / tw * 1e3);
+      }
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_conv: %s\n", e.what());

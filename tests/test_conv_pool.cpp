@@ -232,17 +232,27 @@ TEST_CASE("float32 conv2d and conv_transpose2d match the direct loop on every GE
     cases.push_back({1, 2, 9, 101, 8, 3, 1, 1, 1, 0, 0, false});
     cases.push_back({3, 4, 1, 41, 8, 3, 3, 1, 1, 1, 1, false});
     cases.push_back({2, 3, 2, 60, 24, 3, 3, 1, 1, 1, 0, true});
+    // Windows that tile the input (kernel == stride, no padding), whose column matrix is a permutation
+    // of the input: 2x2 and 3x3 with a last row and column no window covers, large enough
+    // (2160 and 2350 output pixels) for the weight gradient's dot-product kernel, and a 2x2 with 12
+    // output channels, which that kernel does not take (not a multiple of 8).
+    cases.push_back({2, 5, 97, 91, 8, 2, 2, 2, 2, 0, 0, true});
+    cases.push_back({1, 2, 152, 142, 16, 3, 3, 3, 3, 0, 0, false});
+    cases.push_back({1, 3, 9, 7, 12, 2, 2, 2, 2, 0, 0, true});
     for (const ConvCase& k : cases)
       check_conv_case(
           k, false, kFloat32, true,
           [&](const Tensor& x, const Tensor& w, const Tensor& b) { return conv2d(x, w, b, Size2(k.sh, k.sw), Size2(k.ph, k.pw)); },
           naive_conv2d);
-    check_conv_case(
-        tcase, true, kFloat32, false,
-        [&](const Tensor& x, const Tensor& w, const Tensor& b) {
-          return conv_transpose2d(x, w, b, Size2(tcase.sh, tcase.sw), Size2(tcase.ph, tcase.pw));
-        },
-        naive_conv_transpose2d);
+    // The UNet's up-convolution, small and large enough (2200 input pixels, 8 input channels) for the
+    // dot-product weight gradient.
+    for (const ConvCase& t : {tcase, ConvCase{2, 8, 50, 44, 3, 2, 2, 2, 2, 0, 0, true}})
+      check_conv_case(
+          t, true, kFloat32, false,
+          [&](const Tensor& x, const Tensor& w, const Tensor& b) {
+            return conv_transpose2d(x, w, b, Size2(t.sh, t.sw), Size2(t.ph, t.pw));
+          },
+          naive_conv_transpose2d);
   }
   gm::set_isa(saved);
 }

@@ -212,6 +212,75 @@ class PatchSource final : public gemm::PanelSource {
   const Geometry& g_;
 };
 
+// A convolution whose windows tile the input, kernel == stride and no padding (the adjoint of the
+// UNet's 2x2 stride-2 up-convolutions, and patch embeddings): col is then a permutation of the input,
+// each pixel in exactly one row and column, so it is built by one pass of copies (space_to_depth)
+// and col2im is the inverse copy (depth_to_space), with no zero fill and no additions.
+bool is_patchwise(const Geometry& g) {
+  return g.kh == g.p.stride_h && g.kw == g.p.stride_w && g.p.pad_h == 0 && g.p.pad_w == 0 && g.kh * g.kw > 1;
+}
+
+// d[j] = src[j * S] for j < n.
+template <int S>
+void strided_copy(const float* __restrict src, float* __restrict d, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) d[j] = src[j * S];
+}
+
+// row[2j] = a[j], row[2j + 1] = b[j] for j < n.
+void interleave2(const float* __restrict a, const float* __restrict b, float* __restrict row, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    row[2 * j] = a[j];
+    row[2 * j + 1] = b[j];
+  }
+}
+
+// x (C, H, W) -> col (C*kh*kw, Ho*Wo) with rows ld floats apart, zero in [Ho*Wo, ld).
+void space_to_depth(const float* x, float* col, const Geometry& g, int64_t ld) {
+  const int64_t L = g.cols();
+  parallel_for(0, g.C * g.kh, row_grain(g.kw * L), [&](int64_t rb, int64_t re) {
+    for (int64_t r = rb; r < re; ++r) {
+      const int64_t c = r / g.kh, a = r % g.kh;
+      for (int64_t b = 0; b < g.kw; ++b) {
+        float* dst = col + (r * g.kw + b) * ld;  // row (c, a, b)
+        for (int64_t i = 0; i < g.Ho; ++i) {
+          const float* src = x + (c * g.H + i * g.kh + a) * g.W + b;  // src[j * kw] is x[c, i*kh + a, j*kw + b]
+          float* d = dst + i * g.Wo;
+          if (g.kw == 2) strided_copy<2>(src, d, g.Wo);  // a constant stride the compiler vectorizes
+          else for (int64_t j = 0; j < g.Wo; ++j) d[j] = src[j * g.kw];
+        }
+        std::fill(dst + L, dst + ld, 0.0f);
+      }
+    }
+  });
+}
+
+// col (C*kh*kw, Ho*Wo) -> x (C, H, W), the inverse of space_to_depth; 0 in the rows and columns no
+// window covers (when H or W is not a multiple of the kernel).
+void depth_to_space(const float* col, float* x, const Geometry& g) {
+  const int64_t L = g.cols();
+  parallel_for(0, g.C, row_grain(g.H * g.W), [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c)
+      for (int64_t h = 0; h < g.H; ++h) {
+        float* row = x + (c * g.H + h) * g.W;
+        const int64_t i = h / g.kh, a = h % g.kh;
+        if (i >= g.Ho) {
+          std::fill(row, row + g.W, 0.0f);
+          continue;
+        }
+        for (int64_t b = 0; b < g.kw; ++b) {
+          const float* src = col + ((c * g.kh + a) * g.kw + b) * L + i * g.Wo;
+          if (g.kw == 2) continue;
+          for (int64_t j = 0; j < g.Wo; ++j) row[j * g.kw + b] = src[j];
+        }
+        if (g.kw == 2) {  // both columns at once, which the compiler vectorizes as an interleave
+          const float* s0 = col + ((c * g.kh + a) * 2) * L + i * g.Wo;
+          interleave2(s0, s0 + L, row, g.Wo);
+        }
+        std::fill(row + g.Wo * g.kw, row + g.W, 0.0f);
+      }
+  });
+}
+
 // The float32 forward: out[n] (O, Ho*Wo) = W (O, C*kh*kw) @ col[n], W packed once for the batch.
 void conv2d_f32(const float* x, const float* w, float* out, int64_t N, int64_t O, const Geometry& g) {
   const int64_t K = g.rows(), L = g.cols();
@@ -219,6 +288,14 @@ void conv2d_f32(const float* x, const float* w, float* out, int64_t N, int64_t O
       conv2d_winograd_forward(x, w, out, Stride1Conv{N, g.C, g.H, g.W, O, g.kh, g.kw, g.p.pad_h, g.p.pad_w}))
     return;
   const gemm::PackedA wp(gemm::View{w, K, 1}, O, K);
+  if (is_patchwise(g)) {
+    CpuBuffer<float> col(static_cast<size_t>(K * L));  // (C*kh*kw, Ho*Wo) of one image
+    for (int64_t n = 0; n < N; ++n) {
+      space_to_depth(x + n * g.C * g.H * g.W, col.data(), g, L);
+      gemm::gemm(wp, gemm::MatrixSource(gemm::View{col.data(), L, 1}), L, out + n * O * L, L, false);
+    }
+    return;
+  }
   if (g.p.stride_h == 1 && g.p.stride_w == 1 && !g.is_pointwise() &&
       conv2d_stride1_forward(x, wp, out, Stride1Conv{N, g.C, g.H, g.W, O, g.kh, g.kw, g.p.pad_h, g.p.pad_w}))
     return;
@@ -236,6 +313,14 @@ void conv2d_f32(const float* x, const float* w, float* out, int64_t N, int64_t O
 // 2-3x slower at 15), and the GEMM path is used.
 constexpr int64_t kDirectMinWidth = 40;
 
+// Windows that tile the input take the dot-product kernel for the weight gradient from this many
+// output pixels an image, up to this many weights (measured on the UNet's up-convolutions, 2 threads:
+// 1.2-2.5x faster at 80x120 to 160x240 and at 40x60 with up to 64 x 128 weights; even at 20x30, 2.5x
+// slower at 10x15, and 10% slower with 256 x 512 weights at 40x60, where the GEMM's tiles are many
+// and full).
+constexpr int64_t kPatchDotMinCols = 2048;
+constexpr int64_t kPatchDotMaxWeights = 128 * 256;
+
 // The float32 weight gradient, dW (O, C*kh*kw) = sum over images n of g[n] (O, L) @ col[n]^T, a tile
 // of output rows at a time. When dW has enough tiles of the micro-kernel for every thread, each
 // product is split over the threads by the GEMM itself. The small layers (16 or 32 channels: dW is
@@ -252,6 +337,27 @@ void conv2d_backward_weight_f32(const float* grad, const float* x, float* dw, in
   if (g.p.stride_h == 1 && g.p.stride_w == 1 && g.Wo >= kDirectMinWidth &&
       conv2d_stride1_backward_weight(grad, x, dw, Stride1Conv{N, g.C, g.H, g.W, O, g.kh, g.kw, g.p.pad_h, g.p.pad_w}))
     return;
+  // Windows that tile the input: the direct kernel's dot products, over the pixels, of g[n]'s rows
+  // and space_to_depth(x[n])'s, both laid out in rows padded to a multiple of 16 floats.
+  if (is_patchwise(g) && L >= kPatchDotMinCols && O * K <= kPatchDotMaxWeights && dot_lanes_supported(O)) {
+    const int64_t Q = (L + 15) / 16 * 16, Kp = (K + 2) / 3 * 3;  // the kernel's units: 16 lanes, 3 rows
+    CpuBuffer<float> acc(static_cast<size_t>(O * Kp * 16)), col(static_cast<size_t>(Kp * Q)), gq(static_cast<size_t>(O * Q));
+    std::fill(acc.data(), acc.data() + acc.size(), 0.0f);
+    std::fill(col.data() + K * Q, col.data() + Kp * Q, 0.0f);  // the rows past K
+    for (int64_t n = 0; n < N; ++n) {
+      space_to_depth(x + n * g.C * g.H * g.W, col.data(), g, Q);
+      const float* gn = grad + n * O * L;
+      parallel_for(0, O, row_grain(Q), [&](int64_t ob, int64_t oe) {
+        for (int64_t o = ob; o < oe; ++o) {
+          std::copy_n(gn + o * L, L, gq.data() + o * Q);
+          std::fill(gq.data() + o * Q + L, gq.data() + (o + 1) * Q, 0.0f);
+        }
+      });
+      accumulate_dot_lanes(gq.data(), col.data(), O, Kp, Q, acc.data());
+    }
+    add_lanes(acc.data(), O, K, Kp, dw);
+    return;
+  }
   const gemm::Blocking bl = gemm::blocking();
   const int64_t threads = get_num_threads();
   // Accumulates the rows [r0, r1) of the flattened (image, output row) space into acc (O, K).
@@ -378,13 +484,23 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
   const Geometry g = geometry("conv2d_backward_input", x_shape, w.shape(), p, &gr.shape());
   if (Tensor dx = backward_input_as_conv(gr, w, x_shape, p); dx.defined()) return dx;
   const int64_t N = x_shape[0], O = w.size(0), K = g.rows(), L = g.cols();
-  // Pointwise: dx[n] is exactly W^T g[n], written whole, so no zero fill is needed.
-  Tensor dx = g.is_pointwise() ? empty(x_shape, gr.options()) : zeros(x_shape, gr.options());
+  // Pointwise: dx[n] is exactly W^T g[n], written whole, so no zero fill is needed; nor with windows
+  // that tile the input, where depth_to_space writes every pixel.
+  const bool whole = g.is_pointwise() || (gr.dtype() == kFloat32 && is_patchwise(g));
+  Tensor dx = whole ? empty(x_shape, gr.options()) : zeros(x_shape, gr.options());
   if (dx.numel() == 0) return dx;
   Tensor col = empty({tile_buffer_size(g)}, gr.options());  // (C*kh*kw, rows*Wo) per tile
 
   if (gr.dtype() == kFloat32) {
     const gemm::PackedA wt(gemm::View{w.data_ptr<float>(), 1, K}, K, O);  // W^T (C*kh*kw, O)
+    if (is_patchwise(g)) {
+      CpuBuffer<float> cb(static_cast<size_t>(K * L));  // (C*kh*kw, Ho*Wo) of one image
+      for (int64_t n = 0; n < N; ++n) {
+        gemm::gemm(wt, gemm::MatrixSource(gemm::View{gr.data_ptr<float>() + n * O * L, L, 1}), L, cb.data(), L, false);
+        depth_to_space(cb.data(), dx.data_ptr<float>() + n * g.C * g.H * g.W, g);
+      }
+      return dx;
+    }
     for (int64_t n = 0; n < N; ++n) {
       float* dxn = dx.data_ptr<float>() + n * g.C * g.H * g.W;  // (C, H, W)
       for_each_tile(g, [&](int64_t oh0, int64_t oh1) {

@@ -235,6 +235,31 @@ using TileFn = void (*)(const float*, int64_t, const float* const*, int64_t, int
 // in L1 while the tiles of every r stream the input past them from L2.
 constexpr int64_t kQBlock = 768;
 
+// acc (O, K, 16) lanes += the dot products over q in [0, Q) of g's rows (O of them, Q floats apart,
+// 64-byte aligned) with the rows row(r) of the other operand, r < K: tiles of 8 rows of g by 3 rows r.
+// Each thread owns whole blocks of 8 rows of g, so the accumulators are never shared.
+template <typename RowFn>
+void accumulate_tiles(TileFn tile, const float* g, int64_t O, int64_t K, int64_t Q, const RowFn& row, float* acc) {
+  parallel_for(0, O / kTileO, 1, [&](int64_t ob, int64_t oe) {
+    for (int64_t oi = ob; oi < oe; ++oi) {
+      const int64_t o0 = oi * kTileO;
+      for (int64_t q0 = 0; q0 < Q; q0 += kQBlock) {
+        const int64_t q1 = std::min(Q, q0 + kQBlock);
+        for (int64_t r0 = 0; r0 < K; r0 += kTileR) {
+          const float* xs[kTileR];
+          for (int j = 0; j < kTileR; ++j) xs[j] = row(r0 + j);
+          tile(g + o0 * Q, Q, xs, q0, q1, acc + (o0 * K + r0) * 16, K * 16);
+        }
+      }
+    }
+  });
+}
+
+// The forward pass pads up to this many input floats (several small images at once, 4 MB) ...
+constexpr int64_t kBatchedInputFloats = int64_t{1} << 20;
+// ... and gives a run of tiles at most this much of C (256 KB), which stays in L2 across K's blocks.
+constexpr int64_t kRunCFloats = int64_t{1} << 16;
+
 }  // namespace
 
 bool conv2d_stride1_forward(const float* x, const gemm::PackedA& wp, float* out, const Stride1Conv& s) {
@@ -259,38 +284,54 @@ bool conv2d_stride1_forward(const float* x, const gemm::PackedA& wp, float* out,
   // dropped when copying out. xpad has kw spare zeros at its end, which those columns reach.
   const bool by_row = wo >= 4 * NR;
   const int64_t Q = ho * wpad, row_tiles = (wo + NR - 1) / NR;
-  const int64_t tiles = by_row ? ho * row_tiles : (Q + NR - 1) / NR;
+  const int64_t tiles = by_row ? ho * row_tiles : (Q + NR - 1) / NR;  // per image
+  // Small images (the deep layers: 20x30, 10x15) are done several at a time, so that each KC block of
+  // the weights is read from memory once for all their tiles rather than once per tile: with 256
+  // channels the weights are 2.4 MB, more than L2 holds.
+  const int64_t image = s.C * hp * wpad;
+  const int64_t G = std::clamp<int64_t>(kBatchedInputFloats / std::max<int64_t>(image, 1), 1, s.N);
   // Scratch from the engine's allocator, whose block cache spares fresh page faults on every call.
-  Tensor xpad_t = empty({s.C * hp * wpad + s.kw}, TensorOptions(kFloat32));  // (C, hp, wp), one image
-  Tensor wide_t = empty({by_row ? 0 : O * Q}, TensorOptions(kFloat32));     // (O, Ho, wp)
+  Tensor xpad_t = empty({G * image + s.kw}, TensorOptions(kFloat32));  // (G, C, hp, wp)
+  Tensor wide_t = empty({by_row ? 0 : G * O * Q}, TensorOptions(kFloat32));  // (G, O, Ho, wp)
   float* xpad = xpad_t.data_ptr<float>();
   float* wide = wide_t.data_ptr<float>();
-  std::fill(xpad + s.C * hp * wpad, xpad + s.C * hp * wpad + s.kw, 0.0f);
-  for (int64_t n = 0; n < s.N; ++n) {
-    pad_image<false>(x + n * s.C * s.H * s.W, xpad, s);
-    float* on = out + n * O * L;  // (O, Ho, Wo)
-    // In a tile, one (kc, NR) window of xpad stays in L1 while every panel of the weights passes.
-    parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
-      for (int64_t t = tb; t < te; ++t) {
-        int64_t xq, nr, ldc;
-        float* c;
-        if (by_row) {
-          const int64_t oh = t / row_tiles, ow0 = (t % row_tiles) * NR;
-          xq = oh * wpad + ow0, nr = std::min(NR, wo - ow0), c = on + oh * wo + ow0, ldc = L;
-        } else {
-          xq = t * NR, nr = std::min(NR, Q - xq), c = wide + xq, ldc = Q;
-        }
+  std::fill(xpad + G * image, xpad + G * image + s.kw, 0.0f);
+  // A thread's tiles are taken a run at a time, each run's C (O x run x NR) small enough for L2; the
+  // run goes through K a block at a time: the block's weights (O x KC) stay in L2 for all its tiles,
+  // and in a tile one (kc, NR) window of xpad stays in L1 while every panel of the weights passes.
+  const int64_t run = std::max<int64_t>(1, kRunCFloats / std::max<int64_t>(O * NR, 1));
+  for (int64_t n0 = 0; n0 < s.N; n0 += G) {
+    const int64_t g = std::min(G, s.N - n0);
+    for (int64_t j = 0; j < g; ++j) pad_image<false>(x + (n0 + j) * s.C * s.H * s.W, xpad + j * image, s);
+    parallel_for(0, g * tiles, 1, [&](int64_t tb, int64_t te) {
+      for (int64_t r0 = tb; r0 < te; r0 += run) {
+        const int64_t r1 = std::min(te, r0 + run);
         for (int64_t k0 = 0; k0 < K; k0 += KC) {
           const int64_t kc = std::min(KC, K - k0);
-          for (int64_t i = 0; i < O; i += MR)
-            kernel(kc, wp.panel(k0, i / MR), xpad + xq, off.data() + k0, c + i * ldc, ldc, std::min(MR, O - i), nr,
-                   k0 > 0);
+          for (int64_t u = r0; u < r1; ++u) {
+            const int64_t j = u / tiles, t = u % tiles;
+            const float* xj = xpad + j * image;
+            int64_t xq, nr, ldc;
+            float* c;
+            if (by_row) {
+              const int64_t oh = t / row_tiles, ow0 = (t % row_tiles) * NR;
+              xq = oh * wpad + ow0, nr = std::min(NR, wo - ow0), c = out + (n0 + j) * O * L + oh * wo + ow0, ldc = L;
+            } else {
+              xq = t * NR, nr = std::min(NR, Q - xq), c = wide + j * O * Q + xq, ldc = Q;
+            }
+            for (int64_t i = 0; i < O; i += MR)
+              kernel(kc, wp.panel(k0, i / MR), xj + xq, off.data() + k0, c + i * ldc, ldc, std::min(MR, O - i), nr,
+                     k0 > 0);
+          }
         }
       }
     });
     if (!by_row)
-      parallel_for(0, O * ho, 64, [&](int64_t rb, int64_t re) {
-        for (int64_t r = rb; r < re; ++r) std::copy_n(wide + r * wpad, wo, on + r * wo);
+      parallel_for(0, g * O * ho, 64, [&](int64_t rb, int64_t re) {
+        for (int64_t r = rb; r < re; ++r) {
+          const int64_t j = r / (O * ho), rr = r % (O * ho);
+          std::copy_n(wide + j * O * Q + rr * wpad, wo, out + (n0 + j) * O * L + rr * wo);
+        }
       });
   }
   return true;
@@ -304,7 +345,7 @@ bool conv2d_stride1_backward_weight(const float* grad, const float* x, float* dw
   const TileFn tile = isa == gemm::Isa::Avx512 ? tile_avx512 : tile_avx2;
   const int64_t K = C * kh * kw, hp = sc.hp(), wp = sc.wp(), ho = sc.ho(), wo = sc.wo();
   if (ho <= 0 || wo <= 0) return false;
-  const int64_t L = ho * wo, rtiles = K / kTileR;
+  const int64_t L = ho * wo;
   // Padded-width coordinates q = oh * wp + ow, ow in [0, wp): the gradient is copied into them, zero
   // past Wo and up to Q (a multiple of the vector width), so that a tile runs over one contiguous range
   // with neither row ends nor masked tails. The positions past Wo meet input values that are not in
@@ -334,34 +375,33 @@ bool conv2d_stride1_backward_weight(const float* grad, const float* x, float* dw
         std::fill(dst + ho * wp, dst + Q, 0.0f);
       }
     });
-    // Each thread owns whole blocks of 8 output channels, so the accumulators are never shared.
-    parallel_for(0, O / kTileO, 1, [&](int64_t ob, int64_t oe) {
-      for (int64_t oi = ob; oi < oe; ++oi) {
-        const int64_t o0 = oi * kTileO;
-        for (int64_t q0 = 0; q0 < Q; q0 += kQBlock) {
-          const int64_t q1 = std::min(Q, q0 + kQBlock);
-          for (int64_t rt = 0; rt < rtiles; ++rt) {
-            const int64_t r0 = rt * kTileR;
-            const float* xs[kTileR];
-            for (int j = 0; j < kTileR; ++j) {
-              const int64_t r = r0 + j, c = r / (kh * kw), ki = (r / kw) % kh, kj = r % kw;
-              xs[j] = xpad + c * hp * wp + ki * wp + kj;
-            }
-            tile(gpad + o0 * Q, Q, xs, q0, q1, acc.data() + (o0 * K + r0) * 16, K * 16);
-          }
-        }
-      }
-    });
+    accumulate_tiles(tile, gpad, O, K, Q, [&](int64_t r) {
+      const int64_t c = r / (kh * kw), ki = (r / kw) % kh, kj = r % kw;
+      return xpad + c * hp * wp + ki * wp + kj;
+    }, acc.data());
   }
+  add_lanes(acc.data(), O, K, K, dw);
+  return true;
+}
+
+bool dot_lanes_supported(int64_t O) {
+  return gemm::active_isa() != gemm::Isa::Reference && O % kTileO == 0;
+}
+
+void accumulate_dot_lanes(const float* g, const float* b, int64_t O, int64_t K, int64_t Q, float* acc) {
+  const TileFn tile = gemm::active_isa() == gemm::Isa::Avx512 ? tile_avx512 : tile_avx2;
+  accumulate_tiles(tile, g, O, K, Q, [&](int64_t r) { return b + r * Q; }, acc);
+}
+
+void add_lanes(const float* acc, int64_t O, int64_t K, int64_t ldk, float* dw) {
   parallel_for(0, O * K, 1024, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const float* v = acc.data() + i * 16;
+      const float* v = acc + ((i / K) * ldk + i % K) * 16;
       float s = 0;
       for (int j = 0; j < 16; ++j) s += v[j];
       dw[i] += s;
     }
   });
-  return true;
 }
 
 }  // namespace tl::cpu

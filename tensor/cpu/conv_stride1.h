@@ -30,4 +30,13 @@ bool conv2d_stride1_forward(const float* x, const gemm::PackedA& wp, float* out,
 // for grad (N, O, Ho, Wo). Needs O a multiple of 8 and kh*kw of 3.
 bool conv2d_stride1_backward_weight(const float* grad, const float* x, float* dw, const Stride1Conv& s);
 
+// The weight gradient's dot-product kernel on its own, for operands already laid out as rows: acc
+// (O, K, 16) += per-lane partial sums of g (O, Q) . b (K, Q)^T, with g 64-byte aligned, Q a multiple
+// of 16 and K of 3 (rows past the true lengths zero). add_lanes then adds each entry's 16 lanes, in a
+// fixed order, into dw (O, K) (acc's rows ldk entries apart). Needs dot_lanes_supported(O): O a
+// multiple of 8 and an AVX2 or AVX-512 kernel active.
+bool dot_lanes_supported(int64_t O);
+void accumulate_dot_lanes(const float* g, const float* b, int64_t O, int64_t K, int64_t Q, float* acc);
+void add_lanes(const float* acc, int64_t O, int64_t K, int64_t ldk, float* dw);
+
 }  // namespace tl::cpu
