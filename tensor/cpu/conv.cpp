@@ -468,11 +468,14 @@ Tensor backward_input_as_conv(const Tensor& grad, const Tensor& w, const Shape& 
   dispatch_floating(w.dtype(), "conv2d_backward_input", [&]<typename T>() {
     const T* src = w.data_ptr<T>();
     T* dst = wr.data_ptr<T>();
-    for (int64_t o = 0; o < O; ++o)
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t i = 0; i < kh; ++i)
-          for (int64_t j = 0; j < kw; ++j)
-            dst[((c * O + o) * kh + i) * kw + j] = src[((o * C + c) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)];
+    // The deep layers' kernels are 0.3-2.4 M values: split by output channel over the threads.
+    parallel_for(0, O, row_grain(C * kh * kw), [&](int64_t ob, int64_t oe) {
+      for (int64_t o = ob; o < oe; ++o)
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t i = 0; i < kh; ++i)
+            for (int64_t j = 0; j < kw; ++j)
+              dst[((c * O + o) * kh + i) * kw + j] = src[((o * C + c) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)];
+    });
   });
   return cpu::conv2d(grad, wr, Tensor(), Conv2dParams{1, 1, kh - 1 - p.pad_h, kw - 1 - p.pad_w});
 }
