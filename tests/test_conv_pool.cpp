@@ -232,6 +232,9 @@ TEST_CASE("float32 conv2d and conv_transpose2d match the direct loop on every GE
     cases.push_back({1, 2, 9, 101, 8, 3, 1, 1, 1, 0, 0, false});
     cases.push_back({3, 4, 1, 41, 8, 3, 3, 1, 1, 1, 1, false});
     cases.push_back({2, 3, 2, 60, 24, 3, 3, 1, 1, 1, 0, true});
+    // Small images done together by the direct forward (3 images of 12x40), K in two blocks, and 64
+    // output channels, so a thread's tiles are taken in more than one run.
+    cases.push_back({3, 20, 12, 40, 64, 3, 3, 1, 1, 1, 1, true});
     // Windows that tile the input (kernel == stride, no padding), whose column matrix is a permutation
     // of the input: 2x2 and 3x3 with a last row and column no window covers, large enough
     // (2160 and 2350 output pixels) for the weight gradient's dot-product kernel, and a 2x2 with 12

@@ -255,7 +255,8 @@ void accumulate_tiles(TileFn tile, const float* g, int64_t O, int64_t K, int64_t
   });
 }
 
-// The forward pass pads up to this many input floats (several small images at once, 4 MB) ...
+// The forward pass pads up to this many input floats (several small images at once, 4 MB; as many
+// of their padded-width outputs) ...
 constexpr int64_t kBatchedInputFloats = int64_t{1} << 20;
 // ... and gives a run of tiles at most this much of C (256 KB), which stays in L2 across K's blocks.
 constexpr int64_t kRunCFloats = int64_t{1} << 16;
@@ -288,8 +289,8 @@ bool conv2d_stride1_forward(const float* x, const gemm::PackedA& wp, float* out,
   // Small images (the deep layers: 20x30, 10x15) are done several at a time, so that each KC block of
   // the weights is read from memory once for all their tiles rather than once per tile: with 256
   // channels the weights are 2.4 MB, more than L2 holds.
-  const int64_t image = s.C * hp * wpad;
-  const int64_t G = std::clamp<int64_t>(kBatchedInputFloats / std::max<int64_t>(image, 1), 1, s.N);
+  const int64_t image = s.C * hp * wpad, wide_image = by_row ? 0 : O * Q;
+  const int64_t G = std::clamp<int64_t>(kBatchedInputFloats / std::max<int64_t>({image, wide_image, 1}), 1, s.N);
   // Scratch from the engine's allocator, whose block cache spares fresh page faults on every call.
   Tensor xpad_t = empty({G * image + s.kw}, TensorOptions(kFloat32));  // (G, C, hp, wp)
   Tensor wide_t = empty({by_row ? 0 : G * O * Q}, TensorOptions(kFloat32));  // (G, O, Ho, wp)
