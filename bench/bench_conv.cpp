@@ -31,6 +31,26 @@ double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// The best of `iters` runs of each pass, run in turn (forward, input gradient, weight gradient), in ms.
+struct Times {
+  double forward, input, weight;
+};
+template <typename F, typename X, typename W>
+Times best_of(int iters, const F& forward, const X& input, const W& weight) {
+  Times t{1e30, 1e30, 1e30};
+  for (int i = 0; i < iters; ++i) {
+    const double t0 = now_ms();
+    forward();
+    const double t1 = now_ms();
+    input();
+    const double t2 = now_ms();
+    weight();
+    const double t3 = now_ms();
+    t = {std::min(t.forward, t1 - t0), std::min(t.input, t2 - t1), std::min(t.weight, t3 - t2)};
+  }
+  return t;
+}
+
 Shape5 parse_shape(const std::string& s) {
   std::vector<int64_t> v;
   std::stringstream ss(s);
@@ -71,17 +91,10 @@ int main(int argc, char** argv) {
       for (int r = 0; r < rounds; ++r)
         for (int on = 0; on < 2; ++on) {
           cpu::set_winograd_enabled(on != 0);
-          double tf = 1e30, tx = 1e30, tw = 1e30;
-          for (int i = 0; i < iters; ++i) {
-            const double t0 = now_ms();
-            kernels::conv2d(x, w, Tensor(), p);
-            const double t1 = now_ms();
-            kernels::conv2d_backward_input(g, w, x.shape(), p);
-            const double t2 = now_ms();
-            kernels::conv2d_backward_weight(g, x, w.shape(), p);
-            const double t3 = now_ms();
-            tf = std::min(tf, t1 - t0), tx = std::min(tx, t2 - t1), tw = std::min(tw, t3 - t2);
-          }
+          const auto [tf, tx, tw] = best_of(
+              iters, [&] { kernels::conv2d(x, w, Tensor(), p); },
+              [&] { kernels::conv2d_backward_input(g, w, x.shape(), p); },
+              [&] { kernels::conv2d_backward_weight(g, x, w.shape(), p); });
           std::printf("N%lld C%lld %lldx%lld O%lld  Winograd %-3s  forward %8.2f ms (%4.0f GFLOP/s)  input grad %8.2f ms "
                       "(%4.0f)  weight grad %8.2f ms (%4.0f)\n",
                       static_cast<long long>(s.N), static_cast<long long>(s.C), static_cast<long long>(s.H),
@@ -96,17 +109,10 @@ int main(int argc, char** argv) {
       const Shape out_shape{s.N, s.O, 2 * s.H, 2 * s.W};
       const double gflop = 2.0 * s.N * s.C * s.O * 4 * s.H * s.W / 1e9;
       for (int r = 0; r < rounds; ++r) {
-        double tf = 1e30, tx = 1e30, tw = 1e30;
-        for (int i = 0; i < iters; ++i) {
-          const double t0 = now_ms();
-          kernels::conv2d_backward_input(x, w, out_shape, p);
-          const double t1 = now_ms();
-          kernels::conv2d(g, w, Tensor(), p);
-          const double t2 = now_ms();
-          kernels::conv2d_backward_weight(x, g, w.shape(), p);
-          const double t3 = now_ms();
-          tf = std::min(tf, t1 - t0), tx = std::min(tx, t2 - t1), tw = std::min(tw, t3 - t2);
-        }
+        const auto [tf, tx, tw] = best_of(
+            iters, [&] { kernels::conv2d_backward_input(x, w, out_shape, p); },
+            [&] { kernels::conv2d(g, w, Tensor(), p); },
+            [&] { kernels::conv2d_backward_weight(x, g, w.shape(), p); });
         std::printf("up N%lld C%lld %lldx%lld O%lld  forward %8.2f ms (%4.0f GFLOP/s)  input grad %8.2f ms (%4.0f)  "
                     "weight grad %8.2f ms (%4.0f)\n",
                     static_cast<long long>(s.N), static_cast<long long>(s.C), static_cast<long long>(s.H),
