@@ -26,6 +26,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -343,19 +344,24 @@ void conv2d_backward_weight_f32(const float* grad, const float* x, float* dw, in
   // and space_to_depth(x[n])'s, both laid out in rows padded to a multiple of 16 floats.
   if (is_patchwise(g) && L >= kPatchDotMinCols && O * K <= kPatchDotMaxWeights && dot_lanes_supported(O)) {
     const int64_t Q = (L + 15) / 16 * 16, Kp = (K + 2) / 3 * 3;  // the kernel's units: 16 lanes, 3 rows
-    CpuBuffer<float> acc(static_cast<size_t>(O * Kp * 16)), col(static_cast<size_t>(Kp * Q)), gq(static_cast<size_t>(O * Q));
+    // g[n] is read in place when its rows are already whole vectors on 64-byte boundaries (L a
+    // multiple of 16, as at every UNet level but the deepest), else copied into padded rows.
+    const bool in_place = Q == L && reinterpret_cast<uintptr_t>(grad) % 64 == 0;
+    CpuBuffer<float> acc(static_cast<size_t>(O * Kp * 16)), col(static_cast<size_t>(Kp * Q)),
+        gq(static_cast<size_t>(in_place ? 0 : O * Q));
     std::fill(acc.data(), acc.data() + acc.size(), 0.0f);
     std::fill(col.data() + K * Q, col.data() + Kp * Q, 0.0f);  // the rows past K
     for (int64_t n = 0; n < N; ++n) {
       space_to_depth(x + n * g.C * g.H * g.W, col.data(), g, Q);
       const float* gn = grad + n * O * L;
-      parallel_for(0, O, row_grain(Q), [&](int64_t ob, int64_t oe) {
-        for (int64_t o = ob; o < oe; ++o) {
-          std::copy_n(gn + o * L, L, gq.data() + o * Q);
-          std::fill(gq.data() + o * Q + L, gq.data() + (o + 1) * Q, 0.0f);
-        }
-      });
-      accumulate_dot_lanes(gq.data(), col.data(), O, Kp, Q, acc.data());
+      if (!in_place)
+        parallel_for(0, O, row_grain(Q), [&](int64_t ob, int64_t oe) {
+          for (int64_t o = ob; o < oe; ++o) {
+            std::copy_n(gn + o * L, L, gq.data() + o * Q);
+            std::fill(gq.data() + o * Q + L, gq.data() + (o + 1) * Q, 0.0f);
+          }
+        });
+      accumulate_dot_lanes(in_place ? gn : gq.data(), col.data(), O, Kp, Q, acc.data());
     }
     add_lanes(acc.data(), O, K, Kp, dw);
     return;
