@@ -5,10 +5,13 @@ config), ours then torch, and prints a Markdown report; --out also writes it to 
   /usr/bin/python3 bench/compare_cpu.py [--threads 2] [--iters 5] [--warmup 2] [--build-dir build/release]
       [--configs 4:160x240:relu,4:160x240:pysilu,1:320x480:relu,1:320x480:pysilu] [--out FILE.md] [--fusion]
       [--features 64,128,256,512] [--torch-python PY ...] [--isa avx512|avx2|reference] [--rounds 1]
+      [--torch-isa native|avx2]
 
 Each --torch-python is one PyTorch to compare with (default: Debian's /usr/bin/python3, and the latest
 PyTorch in bench/.venv when bench/setup_torch_venv.sh made it). --isa runs our side with that GEMM
-micro-kernel (TL_GEMM_ISA). --rounds repeats every process that many times, interleaved, and reports
+micro-kernel (TL_GEMM_ISA). --torch-isa avx2 caps PyTorch at AVX2 too (oneDNN, ATen's kernels, MKL and
+OpenBLAS, through their own environment variables), so that an AVX-512 machine measures both sides as an
+AVX2 machine would run them; it is the default with --isa avx2. --rounds repeats every process that many times, interleaved, and reports
 the median of the rounds' medians.
 
 Timings mean something only on an otherwise idle machine."""
@@ -44,6 +47,15 @@ def child_env(threads):
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     return env
+
+
+# What makes each library PyTorch uses stop at AVX2 on an AVX-512 CPU.
+TORCH_AVX2_ENV = {
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN: the convolutions, batch norm, pooling
+    "ATEN_CPU_CAPABILITY": "avx2",  # ATen's own vectorized kernels (elementwise, reductions, Adam)
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # MKL's GEMM in the PyPI wheels
+    "OPENBLAS_CORETYPE": "Haswell",  # OpenBLAS's GEMM in Debian's python3-torch
+}
 
 
 def build(build_dir, jobs):
@@ -113,6 +125,9 @@ def report(args, command, runs, gemm, torches, load, peak):
     """The Markdown report. runs: [(config_name, ours, [torch result per torch], [commands], ours unfused
     or None)]; gemm: {"ours": r, torch label: r}; torches: the torch labels; peak: measured FMA peaks."""
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    # What each PyTorch reported its kernels dispatch to, so a cap that did not take shows in the report.
+    seen = ", ".join(f"{t} {gemm[t].get('cpu_capability') or 'unknown'}" for t in torches)
+    torch_isa = f"{args.torch_isa} (ATen reports {seen})"
     ceiling = {side: gemm[side]["gemm_gflops"] for side in ["ours"] + torches}
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in peak.items()) or "not measured"
     out = [
@@ -121,6 +136,7 @@ def report(args, command, runs, gemm, torches, load, peak):
         f"`{command}`",
         "",
         f"{now}; {machine()}; load average {load:.2f} at start; our GEMM micro-kernel {args.isa or 'auto'}; "
+        f"PyTorch's ISA {torch_isa}; "
         f"UNet widths {args.features}; threads {args.threads}; medians of {args.iters} timed iterations after "
         f"{args.warmup} warm-ups" + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else "") + ".",
         "",
@@ -150,13 +166,14 @@ def report(args, command, runs, gemm, torches, load, peak):
     out += [
         "",
         "Achieved GFLOP/s, every side credited with the same work (our model's conv FLOP count); in "
-        "parentheses the fraction of the measured FMA peak of the widest vectors this CPU has.",
+        "parentheses the fraction of the measured FMA peak of " + (f"{args.isa}'s vectors." if args.isa in peak
+                                                                   else "the widest vectors this CPU has."),
         "",
         "| config | ours fwd | " + " | ".join(f"{t} fwd" for t in torches) + " | ours train | "
         + " | ".join(f"{t} train" for t in torches) + " |",
         "| --- |" + " ---: |" * (2 + 2 * len(torches)),
     ]
-    top = max(peak.values()) if peak else None
+    top = peak.get(args.isa) or (max(peak.values()) if peak else None)
 
     def cell(gflop, ms):
         g = gflops(gflop, ms)
@@ -225,6 +242,8 @@ def main():
     p.add_argument("--torch-python", action="append", default=None,
                    help="a Python with the PyTorch to compare with; repeatable")
     p.add_argument("--isa", choices=("avx512", "avx2", "reference"), help="our GEMM micro-kernel (TL_GEMM_ISA)")
+    p.add_argument("--torch-isa", choices=("native", "avx2"),
+                   help="cap PyTorch's libraries at AVX2 (default: avx2 with --isa avx2, else native)")
     p.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of every process")
     p.add_argument("--fusion", action="store_true",
                    help="also run ours with --no-fuse after each config, for the batch-norm fusion table")
@@ -239,6 +258,8 @@ def main():
         if not m:
             p.error(f"--configs: '{name}' is not B:HxW:ACT, e.g. 4:160x240:relu")
         configs.append((name.strip(), (int(m[1]), int(m[2]), int(m[3]), m[4])))
+    if args.torch_isa is None:
+        args.torch_isa = "avx2" if args.isa == "avx2" else "native"
     if args.iters < 1 or args.warmup < 0 or args.threads < 1 or args.rounds < 1:
         p.error("need --iters >= 1, --warmup >= 0, --threads >= 1, --rounds >= 1")
 
@@ -267,14 +288,19 @@ def main():
     ours_env = dict(env)
     if args.isa:
         ours_env["TL_GEMM_ISA"] = args.isa
+    torch_env = dict(env, **(TORCH_AVX2_ENV if args.torch_isa == "avx2" else {}))
     threads = ["--threads", str(args.threads)]
     features = ["--features", args.features]
 
+    def shown(cmd, e):
+        """The command as the report lists it: with the variables it ran under beyond the thread counts."""
+        return " ".join([f"{k}={v}" for k, v in e.items() if env.get(k) != v] + [shlex.join(cmd)])
+
     gemm = {"commands": []}
-    for side, base, e in [("ours", ours_cmd, ours_env)] + [(t, c, env) for t, c in torches]:
+    for side, base, e in [("ours", ours_cmd, ours_env)] + [(t, c, torch_env) for t, c in torches]:
         cmd = base + ["--gemm"] + threads + ["--json"]
         gemm[side] = run_json(cmd, f"{side} GEMM", e)
-        gemm["commands"].append(shlex.join(cmd))
+        gemm["commands"].append(shown(cmd, e))
         if gemm[side].get("gemm_gflops") is None:
             fail(f"{side} GEMM: result lacks gemm_gflops: {json.dumps(gemm[side])}")
     peak = {}
@@ -297,17 +323,17 @@ def main():
             ours = run_json(ours_cmd + flags, f"ours {name}", ours_env)
             check_result(ours, f"ours {name}", config, args.threads, timing + ["forward_gflop", "train_step_gflop"])
             res["ours"].append(ours)
-            res["cmds"].append(shlex.join(ours_cmd + flags))
+            res["cmds"].append(shown(ours_cmd + flags, ours_env))
             if args.fusion:
                 unfused = run_json(ours_cmd + flags + ["--no-fuse"], f"ours unfused {name}", ours_env)
                 check_result(unfused, f"ours unfused {name}", config, args.threads, timing)
                 res["unfused"].append(unfused)
-                res["cmds"].append(shlex.join(ours_cmd + flags + ["--no-fuse"]))
+                res["cmds"].append(shown(ours_cmd + flags + ["--no-fuse"], ours_env))
             for i, (label, cmd) in enumerate(torches):
-                t = run_json(cmd + flags, f"{label} {name}", env)
+                t = run_json(cmd + flags, f"{label} {name}", torch_env)
                 check_result(t, f"{label} {name}", config, args.threads, timing)
                 res["torch"][i].append(t)
-                res["cmds"].append(shlex.join(cmd + flags))
+                res["cmds"].append(shown(cmd + flags, torch_env))
     runs = []
     for name, _ in configs:
         res = results[name]

@@ -11,6 +11,7 @@ cannot be imported."""
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import sys
@@ -89,6 +90,7 @@ def bench_config(torch, config, args):
         "width": width,
         "activation": act,
         "threads": torch.get_num_threads(),
+        "cpu_capability": cpu_capability(torch),
         "forward_ms_median": statistics.median(forward_all) if forward_all else None,
         "train_step_ms_median": statistics.median(train_all) if train_all else None,
         "forward_ms_all": forward_all,
@@ -103,7 +105,18 @@ def bench_gemm(torch):
     a = torch.randn(GEMM_N, GEMM_N)
     b = torch.randn(GEMM_N, GEMM_N)
     times = time_ms(lambda: torch.mm(a, b), iters=5, warmup=2)
-    return {"impl": "pytorch", "gemm_n": GEMM_N, "gemm_gflops": 2 * GEMM_N**3 / (statistics.median(times) * 1e6)}
+    return {"impl": "pytorch", "gemm_n": GEMM_N, "gemm_gflops": 2 * GEMM_N**3 / (statistics.median(times) * 1e6),
+            "cpu_capability": cpu_capability(torch)}
+
+
+def cpu_capability(torch):
+    """The vector ISA ATen's kernels dispatch to ('AVX512', 'AVX2', ...; ATEN_CPU_CAPABILITY caps it), from
+    torch.backends.cpu where it exists, else from the build summary's line (torch 1.13), else None."""
+    get = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    if get:
+        return get()
+    found = re.search(r"CPU capability usage: (\w+)", torch.__config__.show())
+    return found[1] if found else None
 
 
 def print_text(r):
