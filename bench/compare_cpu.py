@@ -140,7 +140,7 @@ def report(args, command, runs, gemm, torches, load, peak):
         f"UNet widths {args.features}; threads {args.threads}; medians of {args.iters} timed iterations after "
         f"{args.warmup} warm-ups" + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else "") + ".",
         "",
-        f"Measured FMA peak (GFLOP/s, {args.threads} threads): {peaks}. GEMM ceilings (2048^3 float32): "
+        f"Measured FMA peak (GFLOP/s, {args.threads} threads, the higher of the run's start and end): {peaks}. GEMM ceilings (2048^3 float32): "
         + ", ".join(f"{side} {ceiling[side]:.0f}" for side in ["ours"] + torches) + " GFLOP/s.",
         "",
         "Ratio = ours / torch: below 1 means torchlet is faster. Peak MB is the peak RSS of the process that "
@@ -303,15 +303,22 @@ def main():
         gemm["commands"].append(shown(cmd, e))
         if gemm[side].get("gemm_gflops") is None:
             fail(f"{side} GEMM: result lacks gemm_gflops: {json.dumps(gemm[side])}")
+    # The FMA peak is measured before the configs and again after them, and the higher kept: a peak
+    # taken in a slow phase of a shared host would make every fraction of it too high.
     peak = {}
     peak_bin = Path(ours_cmd[0]).parent / "bench_gemm"
-    if not args.ours_cmd and (ROOT / peak_bin).exists():
+
+    def measure_peak():
+        if args.ours_cmd or not (ROOT / peak_bin).exists():
+            return
         p = subprocess.run([str(peak_bin), "--threads", str(args.threads), "--peak-only", "--json"], cwd=ROOT,
                            env=env, capture_output=True, text=True)
         for line in p.stdout.splitlines():
             if line.startswith("{") and "peak_gflops" in line:
                 r = json.loads(line)
-                peak[r["peak_isa"]] = r["peak_gflops"]
+                peak[r["peak_isa"]] = max(peak.get(r["peak_isa"], 0.0), r["peak_gflops"])
+
+    measure_peak()
 
     timing = ["forward_ms_median", "train_step_ms_median", "peak_rss_mb"]
     results = {name: {"ours": [], "unfused": [], "torch": [[] for _ in torches], "cmds": []} for name, _ in configs}
@@ -334,6 +341,7 @@ def main():
                 check_result(t, f"{label} {name}", config, args.threads, timing)
                 res["torch"][i].append(t)
                 res["cmds"].append(shown(cmd + flags, torch_env))
+    measure_peak()
     runs = []
     for name, _ in configs:
         res = results[name]
