@@ -11,8 +11,8 @@ Each --torch-python is one PyTorch to compare with (default: Debian's /usr/bin/p
 PyTorch in bench/.venv when bench/setup_torch_venv.sh made it). --isa runs our side with that GEMM
 micro-kernel (TL_GEMM_ISA). --torch-isa avx2 caps PyTorch at AVX2 too (oneDNN, ATen's kernels, MKL and
 OpenBLAS, through their own environment variables), so that an AVX-512 machine measures both sides as an
-AVX2 machine would run them; it is the default with --isa avx2. --rounds repeats every process that many times, interleaved, and reports
-the median of the rounds' medians.
+AVX2 machine would run them; it is the default with --isa avx2. --rounds repeats every process that
+many times, interleaved, and reports the median of the rounds' medians.
 
 Timings mean something only on an otherwise idle machine."""
 import argparse
@@ -140,7 +140,8 @@ def report(args, command, runs, gemm, torches, load, peak):
         f"UNet widths {args.features}; threads {args.threads}; medians of {args.iters} timed iterations after "
         f"{args.warmup} warm-ups" + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else "") + ".",
         "",
-        f"Measured FMA peak (GFLOP/s, {args.threads} threads, the higher of the run's start and end): {peaks}. GEMM ceilings (2048^3 float32): "
+        f"Measured FMA peak (GFLOP/s, {args.threads} threads, the higher of the run's start and end): {peaks}. "
+        "GEMM ceilings (2048^3 float32): "
         + ", ".join(f"{side} {ceiling[side]:.0f}" for side in ["ours"] + torches) + " GFLOP/s.",
         "",
         "Ratio = ours / torch: below 1 means torchlet is faster. Peak MB is the peak RSS of the process that "
