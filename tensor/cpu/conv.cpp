@@ -270,15 +270,11 @@ void depth_to_space(const float* col, float* x, const Geometry& g) {
           std::fill(row, row + g.W, 0.0f);
           continue;
         }
-        for (int64_t b = 0; b < g.kw; ++b) {
-          const float* src = col + ((c * g.kh + a) * g.kw + b) * L + i * g.Wo;
-          if (g.kw == 2) continue;
-          for (int64_t j = 0; j < g.Wo; ++j) row[j * g.kw + b] = src[j];
-        }
-        if (g.kw == 2) {  // both columns at once, which the compiler vectorizes as an interleave
-          const float* s0 = col + ((c * g.kh + a) * 2) * L + i * g.Wo;
-          interleave2(s0, s0 + L, row, g.Wo);
-        }
+        const float* src = col + (c * g.kh + a) * g.kw * L + i * g.Wo;  // row (c, a, b) is src + b * L
+        if (g.kw == 2) interleave2(src, src + L, row, g.Wo);  // both columns at once, vectorized as an interleave
+        else
+          for (int64_t b = 0; b < g.kw; ++b)
+            for (int64_t j = 0; j < g.Wo; ++j) row[j * g.kw + b] = src[b * L + j];
         std::fill(row + g.Wo * g.kw, row + g.W, 0.0f);
       }
   });
