@@ -98,9 +98,9 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
   return record("conv_transpose2d", out, {x, weight, bias},
                 [x = x.detach(), w = weight.detach(), p, flops](const Tensor& g_in, const std::vector<bool>& needs) {
                   profile::Scope bscope(profile::Kind::ConvTranspose, flops * ((needs[0] ? 1 : 0) + (needs[1] ? 1 : 0)));
-                  // In the UNet g is a channel slice of cat's gradient, strided across the batch: both
-                  // kernels would copy it into a contiguous tensor, so copy it once for the two.
-                  const Tensor g = needs[0] && needs[1] ? g_in.contiguous() : g_in;
+                  // In the UNet g is a channel slice of cat's gradient, strided across the batch: each
+                  // kernel would copy it into a contiguous tensor, so copy it once for all of them.
+                  const Tensor g = g_in.contiguous();
                   return Grads{needs[0] ? kernels::conv2d(g, w, Tensor(), p) : Tensor(),
                                needs[1] ? kernels::conv2d_backward_weight(x, g, w.shape(), p) : Tensor(),
                                needs[2] ? bias_grad(g) : Tensor()};
