@@ -235,6 +235,9 @@ TEST_CASE("float32 conv2d and conv_transpose2d match the direct loop on every GE
     // Small images done together by the direct forward (3 images of 12x40), K in two blocks, and 64
     // output channels, so a thread's tiles are taken in more than one run.
     cases.push_back({3, 20, 12, 40, 64, 3, 3, 1, 1, 1, 1, true});
+    // An image large enough for the direct weight gradient to take it in bands of rows (64 channels of
+    // 120 x 250: bands of 56, 56 and 8 output rows, each band's input with its 2 rows of overlap).
+    cases.push_back({1, 64, 120, 250, 8, 3, 3, 1, 1, 1, 1, false});
     // Windows that tile the input (kernel == stride, no padding), whose column matrix is a permutation
     // of the input: 2x2 and 3x3 with a last row and column no window covers, large enough
     // (2160 and 2350 output pixels) for the weight gradient's dot-product kernel, and a 2x2 with 12

@@ -12,8 +12,9 @@
 //
 // Weight gradient: dW[o, r] is the dot product, over every output pixel, of g[n, o, oh, ow] and
 // xpad[n, c, oh + ki, ow + kj]. In padded-width coordinates q = oh * wp + ow (the gradient copied
-// into rows of wp floats, zero past Wo) both are one contiguous run per image, so it vectorizes along
-// q with no transposition (the GEMM formulation dW = g @ col^T needs col^T packed) and no row ends.
+// into rows of wp floats, zero past Wo) both are one contiguous run per band of an image's rows, so
+// it vectorizes along q with no transposition (the GEMM formulation dW = g @ col^T needs col^T
+// packed) and no row ends.
 // A tile of 8 output channels x 3 consecutive r keeps 24 vector accumulators, one lane per position
 // mod the vector width; each step loads 8 gradient vectors and 3 input vectors for 24 FMAs. The
 // accumulators of every tile live in a (O, K, lanes) buffer across blocks of q; the lanes are added
@@ -37,20 +38,24 @@ namespace {
 
 constexpr int kTileO = 8, kTileR = 3;
 
-// Image n of x (C, H, W) into xpad (C, hp, wp) with its zero border. With CheckFinite, returns
-// whether every value copied is finite (an integer max over the exponent bits, which the copy loop
-// vectorizes); without it (the forward pass, which needs no such answer) the rows are plain copies.
+// Rows [h0, h0 + rows) of image x (C, H, W)'s zero-padded planes (C, hp, wp) into xpad (C, rows, wp):
+// padded row h holds input row h - ph, or zeros in the border. With CheckFinite, returns whether every
+// value copied is finite (an integer max over the exponent bits, which the copy loop vectorizes);
+// without it (the forward pass, which needs no such answer) the rows are plain copies.
 template <bool CheckFinite>
-bool pad_image(const float* xn, float* xpad, const Stride1Conv& s) {
-  const int64_t hp = s.hp(), wp = s.wp();
+bool pad_rows(const float* xn, float* xpad, const Stride1Conv& s, int64_t h0, int64_t rows) {
+  const int64_t wp = s.wp();
   std::atomic<bool> nonfinite{false};
   parallel_for(0, s.C, 1, [&](int64_t cb, int64_t ce) {
     uint32_t m = 0;
-    for (int64_t c = cb; c < ce; ++c) {
-      float* dst = xpad + c * hp * wp;
-      std::fill(dst, dst + s.ph * wp, 0.0f);
-      for (int64_t h = 0; h < s.H; ++h) {
-        float* row = dst + (h + s.ph) * wp;
+    for (int64_t c = cb; c < ce; ++c)
+      for (int64_t i = 0; i < rows; ++i) {
+        float* row = xpad + (c * rows + i) * wp;
+        const int64_t h = h0 + i - s.ph;  // the input row, if inside the image
+        if (h < 0 || h >= s.H) {
+          std::fill(row, row + wp, 0.0f);
+          continue;
+        }
         const float* src = xn + (c * s.H + h) * s.W;
         std::fill(row, row + s.pw, 0.0f);
         if constexpr (CheckFinite) {
@@ -65,8 +70,6 @@ bool pad_image(const float* xn, float* xpad, const Stride1Conv& s) {
         }
         std::fill(row + s.pw + s.W, row + wp, 0.0f);
       }
-      std::fill(dst + (s.H + s.ph) * wp, dst + hp * wp, 0.0f);
-    }
     if (m == 0x7f800000u) nonfinite.store(true, std::memory_order_relaxed);
   });
   return !nonfinite.load();
@@ -244,6 +247,11 @@ using TileFn = void (*)(const float*, int64_t, const float* const*, const float*
 // in L1 while the tiles of every r stream the input past them from L2.
 constexpr int64_t kQBlock = 768;
 
+// The weight gradient takes an image a band of rows at a time: the band's padded input and gradient
+// together are at most this many floats (4 MB), which the caches keep while every block of 8 output
+// channels reads them.
+constexpr int64_t kBandFloats = int64_t{1} << 20;
+
 // acc (O, K, 16) lanes += the dot products over q in [0, Q) of g's rows (O of them, Q floats apart,
 // 64-byte aligned) with the rows row(r) of the other operand, r < K: tiles of 8 rows of g by 3 rows r.
 // Each thread owns whole blocks of 8 rows of g, so the accumulators are never shared.
@@ -319,7 +327,7 @@ bool conv2d_stride1_forward(const float* x, const gemm::PackedA& wp, float* out,
   const int64_t run = std::max<int64_t>(1, kRunCFloats / std::max<int64_t>(O * NR, 1));
   for (int64_t n0 = 0; n0 < s.N; n0 += G) {
     const int64_t g = std::min(G, s.N - n0);
-    for (int64_t j = 0; j < g; ++j) pad_image<false>(x + (n0 + j) * s.C * s.H * s.W, xpad + j * image, s);
+    for (int64_t j = 0; j < g; ++j) pad_rows<false>(x + (n0 + j) * s.C * s.H * s.W, xpad + j * image, s, 0, hp);
     parallel_for(0, g * tiles, 1, [&](int64_t tb, int64_t te) {
       for (int64_t r0 = tb; r0 < te; r0 += run) {
         const int64_t r1 = std::min(te, r0 + run);
@@ -360,42 +368,52 @@ bool conv2d_stride1_backward_weight(const float* grad, const float* x, float* dw
   if (isa == gemm::Isa::Reference || O % kTileO != 0 || (kh * kw) % kTileR != 0 || sc.ph >= kh || sc.pw >= kw)
     return false;
   const TileFn tile = isa == gemm::Isa::Avx512 ? tile_avx512 : tile_avx2;
-  const int64_t K = C * kh * kw, hp = sc.hp(), wp = sc.wp(), ho = sc.ho(), wo = sc.wo();
+  const int64_t K = C * kh * kw, wp = sc.wp(), ho = sc.ho(), wo = sc.wo();
   if (ho <= 0 || wo <= 0) return false;
   const int64_t L = ho * wo;
-  // Padded-width coordinates q = oh * wp + ow, ow in [0, wp): the gradient is copied into them, zero
-  // past Wo and up to Q (a multiple of the vector width), so that a tile runs over one contiguous range
-  // with neither row ends nor masked tails. The positions past Wo meet input values that are not in
-  // the sum (the row's last columns and the next row's first): 0 times them is 0 for finite inputs,
-  // and an input with an Inf or NaN takes the GEMM path, which meets exactly the products of the sum.
-  const int64_t Q = (ho * wp + 15) / 16 * 16;
-  const int64_t spare = Q - ho * wp + kw + 16;  // zeros past the last plane, which the last rows reach
+  // Each image is taken a band of output rows at a time: the band's padded input (its rows and kh - 1
+  // more) and gradient, together at most kBandFloats, stay in the caches while every block of 8 output
+  // channels reads them (a whole image's, 40 MB each at 320x480 with 64 channels, would come from
+  // memory once per block), and the scratch is that much smaller.
+  const int64_t band = std::clamp<int64_t>((kBandFloats / wp - C * (kh - 1)) / (C + O), 1, ho);
+  // Padded-width coordinates q = i * wp + ow, ow in [0, wp), for the band's output rows i: the
+  // gradient is copied into them, zero past Wo and up to Q (a multiple of the vector width), so that a
+  // tile runs over one contiguous range with neither row ends nor masked tails. The positions past Wo
+  // meet input values that are not in the sum (the row's last columns and the next row's first): 0
+  // times them is 0 for finite inputs, and an input with an Inf or NaN takes the GEMM path, which
+  // meets exactly the products of the sum.
+  const int64_t Qmax = (band * wp + 15) / 16 * 16;
+  const int64_t spare = Qmax - band * wp + kw + 16;  // zeros past the last plane, which the last rows reach
   CpuBuffer<float> acc(static_cast<size_t>(O * K * 16));  // (O, K, 16) lanes
   std::fill(acc.data(), acc.data() + acc.size(), 0.0f);
-  CpuBuffer<float> xpad_b(static_cast<size_t>(C * hp * wp + spare));  // (C, hp, wp), one image
-  CpuBuffer<float> gpad_b(static_cast<size_t>(O * Q));                // (O, Q), one image
+  CpuBuffer<float> xpad_b(static_cast<size_t>(C * (band + kh - 1) * wp + spare));  // (C, rows + kh - 1, wp)
+  CpuBuffer<float> gpad_b(static_cast<size_t>(O * Qmax));                         // (O, Q)
   float* xpad = xpad_b.data();
   float* gpad = gpad_b.data();
-  std::fill(xpad + C * hp * wp, xpad + C * hp * wp + spare, 0.0f);
 
   for (int64_t n = 0; n < N; ++n) {
     const float* xn = x + n * C * sc.H * sc.W;
-    if (!pad_image<true>(xn, xpad, sc)) return false;  // an Inf or NaN: dw is untouched (it is added to at the end)
     const float* gn = grad + n * O * L;  // (O, Ho, Wo)
-    parallel_for(0, O, 8, [&](int64_t ob, int64_t oe) {
-      for (int64_t o = ob; o < oe; ++o) {
-        float* dst = gpad + o * Q;
-        for (int64_t oh = 0; oh < ho; ++oh) {
-          std::copy_n(gn + (o * ho + oh) * wo, wo, dst + oh * wp);
-          std::fill(dst + oh * wp + wo, dst + (oh + 1) * wp, 0.0f);
+    for (int64_t oh0 = 0; oh0 < ho; oh0 += band) {
+      const int64_t rows = std::min(band, ho - oh0), hb = rows + kh - 1, Q = (rows * wp + 15) / 16 * 16;
+      // an Inf or NaN: dw is untouched (it is added to at the end)
+      if (!pad_rows<true>(xn, xpad, sc, oh0, hb)) return false;
+      std::fill(xpad + C * hb * wp, xpad + C * hb * wp + Q - rows * wp + kw + 16, 0.0f);
+      parallel_for(0, O, 8, [&](int64_t ob, int64_t oe) {
+        for (int64_t o = ob; o < oe; ++o) {
+          float* dst = gpad + o * Q;
+          for (int64_t i = 0; i < rows; ++i) {
+            std::copy_n(gn + (o * ho + oh0 + i) * wo, wo, dst + i * wp);
+            std::fill(dst + i * wp + wo, dst + (i + 1) * wp, 0.0f);
+          }
+          std::fill(dst + rows * wp, dst + Q, 0.0f);
         }
-        std::fill(dst + ho * wp, dst + Q, 0.0f);
-      }
-    });
-    accumulate_tiles(tile, gpad, O, K, Q, [&](int64_t r) {
-      const int64_t c = r / (kh * kw), ki = (r / kw) % kh, kj = r % kw;
-      return xpad + c * hp * wp + ki * wp + kj;
-    }, acc.data());
+      });
+      accumulate_tiles(tile, gpad, O, K, Q, [&](int64_t r) {
+        const int64_t c = r / (kh * kw), ki = (r / kw) % kh, kj = r % kw;
+        return xpad + c * hb * wp + ki * wp + kj;
+      }, acc.data());
+    }
   }
   add_lanes(acc.data(), O, K, K, dw);
   return true;
