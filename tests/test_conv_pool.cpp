@@ -238,6 +238,9 @@ TEST_CASE("float32 conv2d and conv_transpose2d match the direct loop on every GE
     // An image large enough for the direct weight gradient to take it in bands of rows (64 channels of
     // 120 x 250: bands of 56, 56 and 8 output rows, each band's input with its 2 rows of overlap).
     cases.push_back({1, 64, 120, 250, 8, 3, 3, 1, 1, 1, 1, false});
+    // The same with no padding along H (bands of 56, 56 and 6 rows whose halo rows are all image rows)
+    // and a bias.
+    cases.push_back({1, 64, 120, 250, 8, 3, 3, 1, 1, 0, 1, true});
     // Windows that tile the input (kernel == stride, no padding), whose column matrix is a permutation
     // of the input: 2x2 and 3x3 with a last row and column no window covers, large enough
     // (2160 and 2350 output pixels) for the weight gradient's dot-product kernel, and a 2x2 with 12
