@@ -383,7 +383,8 @@ bool conv2d_stride1_backward_weight(const float* grad, const float* x, float* dw
   // times them is 0 for finite inputs, and an input with an Inf or NaN takes the GEMM path, which
   // meets exactly the products of the sum.
   const int64_t Qmax = (band * wp + 15) / 16 * 16;
-  const int64_t spare = Qmax - band * wp + kw + 16;  // zeros past the last plane, which the last rows reach
+  // Zeros past the band's last plane, which its last rows reach (a shorter last band has room for them).
+  const int64_t spare = Qmax - band * wp + kw + 16;
   CpuBuffer<float> acc(static_cast<size_t>(O * K * 16));  // (O, K, 16) lanes
   std::fill(acc.data(), acc.data() + acc.size(), 0.0f);
   CpuBuffer<float> xpad_b(static_cast<size_t>(C * (band + kh - 1) * wp + spare));  // (C, rows + kh - 1, wp)
@@ -398,7 +399,7 @@ bool conv2d_stride1_backward_weight(const float* grad, const float* x, float* dw
       const int64_t rows = std::min(band, ho - oh0), hb = rows + kh - 1, Q = (rows * wp + 15) / 16 * 16;
       // an Inf or NaN: dw is untouched (it is added to at the end)
       if (!pad_rows<true>(xn, xpad, sc, oh0, hb)) return false;
-      std::fill(xpad + C * hb * wp, xpad + C * hb * wp + Q - rows * wp + kw + 16, 0.0f);
+      std::fill(xpad + C * hb * wp, xpad + C * hb * wp + spare, 0.0f);
       parallel_for(0, O, 8, [&](int64_t ob, int64_t oe) {
         for (int64_t o = ob; o < oe; ++o) {
           float* dst = gpad + o * Q;
