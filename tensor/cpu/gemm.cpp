@@ -254,6 +254,10 @@ void MatrixSource::pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int64_t 
     for (int64_t k = 0; k < kc; ++k) {
       const float* src = b_.p + (k0 + k) * b_.rs + n0 * b_.cs;
       float* d = dst + k * nr;
+      // The next panel's part of this row: with one MC block of A, panels are packed one at a time
+      // just before use, and B's rows are far apart (a conv's image rows), too many streams for the
+      // hardware prefetcher to follow.
+      for (int64_t o = 0; o < nr; o += 16) _mm_prefetch(reinterpret_cast<const char*>(src + nr + o), _MM_HINT_T0);
       std::memcpy(d, src, static_cast<size_t>(nc) * sizeof(float));
       std::fill(d + nc, d + nr, 0.0f);
     }
