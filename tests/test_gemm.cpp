@@ -1,6 +1,6 @@
 // The packed GEMM (tensor/cpu/gemm.h): every micro-kernel this CPU can run against a float64 triple
-// loop, over edge shapes (partial tiles, K blocks, K = 0), strided and transposed operands and
-// accumulation; and the same bits whatever the thread count.
+// loop, over edge shapes (partial tiles, narrow last panels, K blocks, K = 0), strided and transposed
+// operands and accumulation; and the same bits whatever the thread count.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -79,6 +79,9 @@ TEST_CASE("gemm: every micro-kernel matches a float64 reference on edge shapes")
       {9, 49, 257, false, false, true},  {16, 144, 600, false, true, false}, {33, 100, 31, true, false, true},
       {64, 9, 513, true, true, false},   {5, 1000, 3, false, false, false},  {12, 7, 0, false, false, false},
       {12, 7, 0, false, false, true},    {130, 77, 290, true, false, false}, {3, 2000, 27, false, false, true},
+      // A last panel of exactly one or two vectors of columns (16 or 32 with AVX-512, 8 or 16 with AVX2)
+      // on full tiles of rows, which the narrow kernels store directly.
+      {8, 64, 100, false, false, true},  {24, 16, 77, false, false, false}, {32, 80, 41, false, true, true},
   };
   for (gm::Isa isa : isas()) {
     double worst = 0;

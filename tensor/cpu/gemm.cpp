@@ -47,88 +47,98 @@ void kernel_reference(int64_t kc, const float* a, const float* b, float* c, int6
 
 // AVX2 + FMA: 4 rows x 24 columns = 12 ymm accumulators, 3 loads of B and 4 broadcasts of A per k.
 // 4 rows divide every channel count of the UNet (16 ... 1024), so no tile is wasted on padding.
+// V < 3 computes only the first 8V columns of the panel: the last panel of a product whose width is
+// not a multiple of 24 (10x15 = 150 pixels is 6 full panels and 6 columns) costs its share, not a
+// whole panel.
 constexpr int kAvx2MR = 4, kAvx2NR = 24;
+template <int V>
 __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                                                      int64_t mr, int64_t nr, bool acc) {
-  __m256 s[kAvx2MR][3];
+  __m256 s[kAvx2MR][V];
 #pragma GCC unroll 4
-  for (int i = 0; i < kAvx2MR; ++i) s[i][0] = s[i][1] = s[i][2] = _mm256_setzero_ps();
-  // The C tile is read at the end: start bringing its rows (96 bytes each) in now.
+  for (int i = 0; i < kAvx2MR; ++i)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) s[i][v] = _mm256_setzero_ps();
+  // The C tile is read at the end: start bringing its rows (up to 96 bytes each) in now.
 #pragma GCC unroll 4
   for (int i = 0; i < kAvx2MR; ++i) {
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+    if (V > 1) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
   }
 #pragma GCC unroll 2
   for (int64_t k = 0; k < kc; ++k, a += kAvx2MR, b += kAvx2NR) {
-    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), b2 = _mm256_loadu_ps(b + 16);
+    __m256 bv[V];
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
 #pragma GCC unroll 4
     for (int i = 0; i < kAvx2MR; ++i) {
       const __m256 ai = _mm256_broadcast_ss(a + i);
-      s[i][0] = _mm256_fmadd_ps(ai, b0, s[i][0]);
-      s[i][1] = _mm256_fmadd_ps(ai, b1, s[i][1]);
-      s[i][2] = _mm256_fmadd_ps(ai, b2, s[i][2]);
+#pragma GCC unroll 3
+      for (int v = 0; v < V; ++v) s[i][v] = _mm256_fmadd_ps(ai, bv[v], s[i][v]);
     }
   }
-  if (mr == kAvx2MR && nr == kAvx2NR) {
+  if (mr == kAvx2MR && nr == 8 * V) {
 #pragma GCC unroll 4
     for (int i = 0; i < kAvx2MR; ++i)
 #pragma GCC unroll 3
-      for (int v = 0; v < 3; ++v) {
+      for (int v = 0; v < V; ++v) {
         float* p = c + i * ldc + 8 * v;
         _mm256_storeu_ps(p, acc ? _mm256_add_ps(s[i][v], _mm256_loadu_ps(p)) : s[i][v]);
       }
     return;
   }
-  alignas(32) float tile[kAvx2MR * kAvx2NR];
+  alignas(32) float tile[kAvx2MR * 8 * V];
 #pragma GCC unroll 4
   for (int i = 0; i < kAvx2MR; ++i)
 #pragma GCC unroll 3
-    for (int v = 0; v < 3; ++v) _mm256_store_ps(tile + i * kAvx2NR + 8 * v, s[i][v]);
-  store_partial(tile, kAvx2NR, c, ldc, mr, nr, acc);
+    for (int v = 0; v < V; ++v) _mm256_store_ps(tile + i * 8 * V + 8 * v, s[i][v]);
+  store_partial(tile, 8 * V, c, ldc, mr, nr, acc);
 }
 
-// AVX-512: 8 rows x 48 columns = 24 zmm accumulators, 3 loads of B and 8 broadcasts of A per k.
+// AVX-512: 8 rows x 48 columns = 24 zmm accumulators, 3 loads of B and 8 broadcasts of A per k; V < 3
+// as for AVX2, 16V columns.
 constexpr int kAvx512MR = 8, kAvx512NR = 48;
+template <int V>
 __attribute__((target("avx512f,fma"))) void kernel_avx512(int64_t kc, const float* a, const float* b, float* c,
                                                           int64_t ldc, int64_t mr, int64_t nr, bool acc) {
-  __m512 s[kAvx512MR][3];
+  __m512 s[kAvx512MR][V];
 #pragma GCC unroll 8
-  for (int i = 0; i < kAvx512MR; ++i) s[i][0] = s[i][1] = s[i][2] = _mm512_setzero_ps();
-  // The C tile is read at the end: start bringing its rows (3 cache lines each) in now.
+  for (int i = 0; i < kAvx512MR; ++i)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) s[i][v] = _mm512_setzero_ps();
+  // The C tile is read at the end: start bringing its rows (V cache lines each) in now.
 #pragma GCC unroll 8
-  for (int i = 0; i < kAvx512MR; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 32), _MM_HINT_T0);
-  }
+  for (int i = 0; i < kAvx512MR; ++i)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * v), _MM_HINT_T0);
 #pragma GCC unroll 2
   for (int64_t k = 0; k < kc; ++k, a += kAvx512MR, b += kAvx512NR) {
-    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32);
+    __m512 bv[V];
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
 #pragma GCC unroll 8
     for (int i = 0; i < kAvx512MR; ++i) {
       const __m512 ai = _mm512_set1_ps(a[i]);
-      s[i][0] = _mm512_fmadd_ps(ai, b0, s[i][0]);
-      s[i][1] = _mm512_fmadd_ps(ai, b1, s[i][1]);
-      s[i][2] = _mm512_fmadd_ps(ai, b2, s[i][2]);
+#pragma GCC unroll 3
+      for (int v = 0; v < V; ++v) s[i][v] = _mm512_fmadd_ps(ai, bv[v], s[i][v]);
     }
   }
-  if (mr == kAvx512MR && nr == kAvx512NR) {
+  if (mr == kAvx512MR && nr == 16 * V) {
 #pragma GCC unroll 8
     for (int i = 0; i < kAvx512MR; ++i)
 #pragma GCC unroll 3
-      for (int v = 0; v < 3; ++v) {
+      for (int v = 0; v < V; ++v) {
         float* p = c + i * ldc + 16 * v;
         _mm512_storeu_ps(p, acc ? _mm512_add_ps(s[i][v], _mm512_loadu_ps(p)) : s[i][v]);
       }
     return;
   }
-  alignas(64) float tile[kAvx512MR * kAvx512NR];
+  alignas(64) float tile[kAvx512MR * 16 * V];
 #pragma GCC unroll 8
   for (int i = 0; i < kAvx512MR; ++i)
 #pragma GCC unroll 3
-    for (int v = 0; v < 3; ++v) _mm512_store_ps(tile + i * kAvx512NR + 16 * v, s[i][v]);
-  store_partial(tile, kAvx512NR, c, ldc, mr, nr, acc);
+    for (int v = 0; v < V; ++v) _mm512_store_ps(tile + i * 16 * V + 16 * v, s[i][v]);
+  store_partial(tile, 16 * V, c, ldc, mr, nr, acc);
 }
 
 // A kernel and its blocking. The loop nest keeps one (kc, NR) panel of B in L1 while A's panels
@@ -137,16 +147,20 @@ __attribute__((target("avx512f,fma"))) void kernel_avx512(int64_t kc, const floa
 // or 15 KB (AVX2) of L1; K is cut into equal blocks, so the 3x3 convolutions' K = 9 * 16k gives
 // blocks of 144. MC rows of A (MC x kc, 300 / 150 KB) stay in L2; when M is larger, B is packed a
 // block of NC columns at a time and reused for each MC block of rows.
+//
+// fn[v - 1] computes the first v vectors (of NR / 3 floats) of a panel's columns: a tile of nr
+// columns takes fn[ceil(3 nr / NR) - 1].
 struct KernelInfo {
   Isa isa;
-  Kernel fn;
+  Kernel fn[3];
   Blocking b;
   int64_t mc;
+  Kernel kernel(int64_t nr) const { return fn[(3 * nr + b.nr - 1) / b.nr - 1]; }
 };
 constexpr KernelInfo kKernels[] = {
-    {Isa::Reference, kernel_reference, {kRefMR, kRefNR, 160, 1536}, 256},
-    {Isa::Avx2, kernel_avx2, {kAvx2MR, kAvx2NR, 160, 480}, 256},
-    {Isa::Avx512, kernel_avx512, {kAvx512MR, kAvx512NR, 160, 768}, 256},
+    {Isa::Reference, {kernel_reference, kernel_reference, kernel_reference}, {kRefMR, kRefNR, 160, 1536}, 256},
+    {Isa::Avx2, {kernel_avx2<1>, kernel_avx2<2>, kernel_avx2<3>}, {kAvx2MR, kAvx2NR, 160, 480}, 256},
+    {Isa::Avx512, {kernel_avx512<1>, kernel_avx512<2>, kernel_avx512<3>}, {kAvx512MR, kAvx512NR, 160, 768}, 256},
 };
 
 const KernelInfo& info(Isa isa) { return kKernels[static_cast<int>(isa)]; }
@@ -211,10 +225,12 @@ void gemm_block(const KernelInfo& ki, const PackedA& a, const PanelSource& b, in
       for (int64_t jp = 0; jp < nc; jp += NR) b.pack(k0, kc, j0 + jp, std::min(NR, nc - jp), NR, bp + jp * kc);
       for (int64_t i0 = m0; i0 < m1; i0 += MC) {
         const int64_t i1 = std::min(m1, i0 + MC);
-        for (int64_t jp = 0; jp < nc; jp += NR)
+        for (int64_t jp = 0; jp < nc; jp += NR) {
+          const int64_t nr = std::min(NR, nc - jp);
+          const Kernel fn = ki.kernel(nr);
           for (int64_t i = i0; i < i1; i += MR)
-            ki.fn(kc, a.panel(k0, i / MR), bp + jp * kc, c + i * ldc + j0 + jp, ldc, std::min(MR, M - i),
-                  std::min(NR, nc - jp), acc);
+            fn(kc, a.panel(k0, i / MR), bp + jp * kc, c + i * ldc + j0 + jp, ldc, std::min(MR, M - i), nr, acc);
+        }
       }
     }
   }
