@@ -4,9 +4,12 @@
 // Loop nest of one thread's share, C rows [m0, m1) by columns [n0, n1):
 //   for each KC block of K:                  A's panels for it were packed once (PackedA)
 //     for each NC block of columns:          pack B (kc, nc) into NR-wide panels: about 0.5-1 MB, in L2
-//       for each MR panel of A's rows:        (kc, MR) of A stays in L1 ...
-//         for each NR panel of the B block:   ... while B's panels stream from L2
-//           C tile (MR, NR) (+)= A panel @ B panel
+//       for each MC block of A's rows:
+//         for each NR panel of the B block:  (kc, NR) of B stays in L1 ...
+//           for each MR panel of A's rows:   ... while A's panels stream from L2
+//             C tile (MR, NR) (+)= A panel @ B panel
+// With a single MC block (at most 256 rows on the thread) there is nothing to reuse a packed B block
+// for: each B panel is packed, or read in place, just before its A panels run over it.
 // Every element of C is summed over k in the same order whatever the thread count, so results do
 // not depend on how the work was split.
 #include "tensor/cpu/gemm.h"
@@ -32,14 +35,16 @@ void store_partial(const float* tile, int64_t tile_ld, float* c, int64_t ldc, in
     for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = acc ? c[i * ldc + j] + tile[i * tile_ld + j] : tile[i * tile_ld + j];
 }
 
-// Micro-kernels: c (mr, nr) (+)= a (kc, MR) @ b (kc, NR), both packed k-major; mr <= MR, nr <= NR.
-using Kernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t mr, int64_t nr, bool acc);
+// Micro-kernels: c (mr, nr) (+)= a (kc, MR) @ b (kc, NR), a packed k-major, b's rows ldb floats apart
+// (NR when packed); mr <= MR, nr <= NR.
+using Kernel = void (*)(int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t mr, int64_t nr,
+                        bool acc);
 
 // The portable reference: plain loops the compiler vectorizes for whatever it targets.
 constexpr int kRefMR = 4, kRefNR = 16;
-void kernel_reference(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t mr, int64_t nr, bool acc) {
+void kernel_reference(int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t mr, int64_t nr, bool acc) {
   float s[kRefMR][kRefNR] = {};
-  for (int64_t k = 0; k < kc; ++k, a += kRefMR, b += kRefNR)
+  for (int64_t k = 0; k < kc; ++k, a += kRefMR, b += ldb)
     for (int i = 0; i < kRefMR; ++i)
       for (int j = 0; j < kRefNR; ++j) s[i][j] += a[i] * b[j];
   store_partial(&s[0][0], kRefNR, c, ldc, mr, nr, acc);
@@ -52,7 +57,7 @@ void kernel_reference(int64_t kc, const float* a, const float* b, float* c, int6
 // whole panel.
 constexpr int kAvx2MR = 4, kAvx2NR = 24;
 template <int V>
-__attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+__attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
                                                      int64_t mr, int64_t nr, bool acc) {
   __m256 s[kAvx2MR][V];
 #pragma GCC unroll 4
@@ -66,7 +71,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* a,
     if (V > 1) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
   }
 #pragma GCC unroll 2
-  for (int64_t k = 0; k < kc; ++k, a += kAvx2MR, b += kAvx2NR) {
+  for (int64_t k = 0; k < kc; ++k, a += kAvx2MR, b += ldb) {
     __m256 bv[V];
 #pragma GCC unroll 3
     for (int v = 0; v < V; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
@@ -99,7 +104,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* a,
 // as for AVX2, 16V columns.
 constexpr int kAvx512MR = 8, kAvx512NR = 48;
 template <int V>
-__attribute__((target("avx512f,fma"))) void kernel_avx512(int64_t kc, const float* a, const float* b, float* c,
+__attribute__((target("avx512f,fma"))) void kernel_avx512(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                                                           int64_t ldc, int64_t mr, int64_t nr, bool acc) {
   __m512 s[kAvx512MR][V];
 #pragma GCC unroll 8
@@ -112,7 +117,7 @@ __attribute__((target("avx512f,fma"))) void kernel_avx512(int64_t kc, const floa
 #pragma GCC unroll 3
     for (int v = 0; v < V; ++v) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * v), _MM_HINT_T0);
 #pragma GCC unroll 2
-  for (int64_t k = 0; k < kc; ++k, a += kAvx512MR, b += kAvx512NR) {
+  for (int64_t k = 0; k < kc; ++k, a += kAvx512MR, b += ldb) {
     __m512 bv[V];
 #pragma GCC unroll 3
     for (int v = 0; v < V; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
@@ -260,9 +265,35 @@ void gemm_block(const KernelInfo& ki, const PackedA& a, const PanelSource& b, in
       for (int64_t i = m0; i < m1; ++i) std::fill(c + i * ldc + n0, c + i * ldc + n1, 0.0f);
     return;
   }
-  // One MC block of rows: each B panel is used once, so it is packed just before its use (into L1).
-  // Several: a block of NC columns is packed once and reused for every MC block.
-  const int64_t MC = ki.mc, NC = m1 - m0 <= MC ? NR : ki.b.nc;
+  if (m1 - m0 <= ki.mc) {
+    // One MC block of rows: each B panel is used by the few A panels and not again, so a B that is a
+    // row-major matrix is read where it lies (prefetching the next panel) instead of being copied,
+    // and any other is packed panel by panel just before its use, into L1.
+    float* bp = b_buffer(KC * NR);
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kc = std::min(KC, K - k0);
+      const bool acc = accumulate || k0 > 0;
+      for (int64_t j = n0; j < n1; j += NR) {
+        const int64_t nr = std::min(NR, n1 - j);
+        int64_t ldb = NR;
+        const float* p = nr == NR ? b.direct(k0, j, ldb) : nullptr;
+        if (p && j + 2 * NR <= n1) {
+          for (int64_t k = 0; k < kc; ++k)
+            for (int64_t o = 0; o < NR; o += 16) _mm_prefetch(reinterpret_cast<const char*>(p + k * ldb + NR + o), _MM_HINT_T0);
+        } else if (!p) {
+          b.pack(k0, kc, j, nr, NR, bp);
+          p = bp;
+          ldb = NR;
+        }
+        const Kernel fn = ki.kernel(nr);
+        for (int64_t i = m0; i < m1; i += MR)
+          fn(kc, a.panel(k0, i / MR), p, ldb, c + i * ldc + j, ldc, std::min(MR, M - i), nr, acc);
+      }
+    }
+    return;
+  }
+  // Several MC blocks: a block of NC columns of B is packed once and reused for each of them.
+  const int64_t MC = ki.mc, NC = ki.b.nc;
   float* bp = b_buffer(KC * NC);  // (NC / NR panels of (kc, NR))
   for (int64_t k0 = 0; k0 < K; k0 += KC) {
     const int64_t kc = std::min(KC, K - k0);
@@ -276,7 +307,7 @@ void gemm_block(const KernelInfo& ki, const PackedA& a, const PanelSource& b, in
           const int64_t nr = std::min(NR, nc - jp);
           const Kernel fn = ki.kernel(nr);
           for (int64_t i = i0; i < i1; i += MR)
-            fn(kc, a.panel(k0, i / MR), bp + jp * kc, c + i * ldc + j0 + jp, ldc, std::min(MR, M - i), nr, acc);
+            fn(kc, a.panel(k0, i / MR), bp + jp * kc, NR, c + i * ldc + j0 + jp, ldc, std::min(MR, M - i), nr, acc);
         }
       }
     }

@@ -41,13 +41,24 @@ class PanelSource {
  public:
   virtual ~PanelSource() = default;
   virtual void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int64_t nr, float* dst) const = 0;
+  // B(k0, n0) when B's rows are contiguous in memory, ld floats apart (ld is set), so a panel that is
+  // used only a few times can be read in place instead of copied; nullptr when they are not.
+  virtual const float* direct(int64_t k0, int64_t n0, int64_t& ld) const {
+    (void)k0, (void)n0, (void)ld;
+    return nullptr;
+  }
 };
 
-// B as a strided matrix.
+// B as a strided matrix; read in place when its columns are contiguous (cs == 1).
 class MatrixSource final : public PanelSource {
  public:
   explicit MatrixSource(View b) : b_(b) {}
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int64_t nr, float* dst) const override;
+  const float* direct(int64_t k0, int64_t n0, int64_t& ld) const override {
+    if (b_.cs != 1) return nullptr;
+    ld = b_.rs;
+    return b_.p + k0 * b_.rs + n0;
+  }
 
  private:
   View b_;
