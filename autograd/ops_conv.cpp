@@ -92,9 +92,9 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
   // One GEMM's work: every input pixel times every weight.
   const double flops = 2.0 * static_cast<double>(x.size(0) * x.size(2) * x.size(3) * weight.numel());
   profile::Scope scope(profile::Kind::ConvTranspose, flops);
-  Tensor out = kernels::conv2d_backward_input(x, weight, out_shape, p);
-  if (bias.defined())
-    out = kernels::binary(kernels::Binary::Add, out, bias.detach().reshape({1, weight.size(1), 1, 1}));
+  const Tensor out = kernels::conv2d_backward_input(x, weight, out_shape, p);
+  if (bias.defined())  // in place: out is new, and the UNet's largest is 10 MB
+    kernels::binary(kernels::Binary::Add, out, bias.detach().reshape({1, weight.size(1), 1, 1}), out);
   return record("conv_transpose2d", out, {x, weight, bias},
                 [x = x.detach(), w = weight.detach(), p, flops](const Tensor& g_in, const std::vector<bool>& needs) {
                   profile::Scope bscope(profile::Kind::ConvTranspose, flops * ((needs[0] ? 1 : 0) + (needs[1] ? 1 : 0)));
