@@ -1,9 +1,11 @@
 // Sum, mean and max over any set of dims, any strides. Each output element is reduced by one thread
-// in a fixed order, in double precision for float32, so results do not depend on the thread count.
+// in a fixed order, in double precision for float32 (each contiguous run as lane_sum's interleaved
+// sums), so results do not depend on the thread count.
 #include <cmath>
 #include <limits>
 
 #include "tensor/cpu/cpu_kernels.h"
+#include "tensor/cpu/lane_sum.h"
 #include "tensor/strided.h"
 
 namespace tl::cpu {
@@ -47,10 +49,9 @@ Tensor reduce(Reduce op, const Tensor& x, const std::vector<int64_t>& dims, bool
           double acc = 0;
           for_each_row(inner, [&](const auto& off, int64_t n, const auto& st) {
             const T* q = p + off[0];
-            if (st[0] == 1)
-              for (int64_t k = 0; k < n; ++k) acc += q[k];
-            else
-              for (int64_t k = 0; k < n; ++k) acc += q[k * st[0]];
+            const int64_t s = st[0];
+            acc += s == 1 ? lane_sum(n, [&](int64_t k) { return static_cast<double>(q[k]); })
+                          : lane_sum(n, [&](int64_t k) { return static_cast<double>(q[k * s]); });
           }, std::numeric_limits<int64_t>::max());
           o[i] = static_cast<T>(op == Reduce::Mean ? acc / static_cast<double>(count) : acc);
         }
