@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from compare_cpu import machine, torch_label  # the same CPU line and PyTorch labels as the step comparison
+
 ROOT = Path(__file__).resolve().parent.parent  # every command runs here; paths are relative to it
 VENV_PYTHON = Path("bench/.venv/bin/python")
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -81,26 +83,6 @@ def run_lines(cmd, what, env):
     return rows
 
 
-def torch_label(python):
-    p = subprocess.run([python, "-c", "import torch; print(torch.__version__.split('+')[0])"],
-                       capture_output=True, text=True)
-    return f"torch {p.stdout.strip()}" if p.returncode == 0 and p.stdout.strip() else None
-
-
-def machine():
-    cpu, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown CPU":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = "AVX-512" if "avx512f" in flags else "AVX2 + FMA" if {"avx2", "fma"} <= flags else "no AVX2"
-    return f"nproc {len(os.sched_getaffinity(0))}, {cpu}, {isa}"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -122,7 +104,7 @@ def main():
     for _, d in builds:
         if not (ROOT / d / "CMakeCache.txt").exists():
             fail(f"{d} is not a configured build directory (cmake --preset release makes build/release)")
-        if subprocess.run(["cmake", "--build", d, "--target", "bench_gemm", "-j", "2"], cwd=ROOT).returncode:
+        if subprocess.run(["cmake", "--build", d, "--target", "bench_gemm", "-j", "2"], cwd=ROOT, stdout=sys.stderr).returncode:
             fail(f"building bench_gemm in {d} failed")
 
     pythons = args.torch_python or [str(p) for p in (VENV_PYTHON, Path(DEBIAN_PYTHON)) if (ROOT / p).exists()]
