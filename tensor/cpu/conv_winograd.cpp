@@ -38,8 +38,6 @@
 
 #include "tensor/cpu/conv_winograd.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -50,6 +48,7 @@
 #include <vector>
 
 #include "tensor/cpu/gemm.h"
+#include "tensor/cpu/simd_transpose.h"
 #include "tensor/parallel.h"
 #include "tensor/storage.h"
 
@@ -280,8 +279,7 @@ class TransposedSource final : public gemm::PanelSource {
   TransposedSource(const float* v, int64_t ld) : v_(v), ld_(ld), avx2_(gemm::isa_supported(gemm::Isa::Avx2)) {}
   void pack(int64_t k0, int64_t kc, int64_t n0, int64_t nc, int64_t nr, float* dst) const override {
     const int64_t nc8 = avx2_ ? nc / 8 * 8 : 0, kc8 = avx2_ ? kc / 8 * 8 : 0;
-    for (int64_t j = 0; j < nc8; j += 8)
-      for (int64_t k = 0; k < kc8; k += 8) transpose8(v_ + (n0 + j) * ld_ + k0 + k, ld_, dst + k * nr + j, nr);
+    if (nc8 > 0 && kc8 > 0) pack_blocks8(k0, kc8, n0, nc8, nr, dst);
     for (int64_t j = 0; j < nc; ++j) {
       const float* src = v_ + (n0 + j) * ld_ + k0;
       for (int64_t k = j < nc8 ? kc8 : 0; k < kc; ++k) dst[k * nr + j] = src[k];
@@ -290,25 +288,11 @@ class TransposedSource final : public gemm::PanelSource {
   }
 
  private:
-  // dst[k * ldd + j] = src[j * lds + k] for j, k < 8.
-  __attribute__((target("avx2"))) static void transpose8(const float* src, int64_t lds, float* dst, int64_t ldd) {
-    __m256 r[8], t[8];
-    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
-    for (int i = 0; i < 8; i += 2) {
-      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-      r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-      r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
-      r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-      r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
-    }
-    for (int i = 0; i < 4; ++i) {
-      t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
-      t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
-    }
-    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + i * ldd, t[i]);
+  // The 8 x 8 blocks of the panel's first nc8 columns and kc8 rows, the transposes inlined.
+  __attribute__((target("avx2"), flatten)) void pack_blocks8(int64_t k0, int64_t kc8, int64_t n0, int64_t nc8,
+                                                             int64_t nr, float* dst) const {
+    for (int64_t j = 0; j < nc8; j += 8)
+      for (int64_t k = 0; k < kc8; k += 8) transpose8x8(v_ + (n0 + j) * ld_ + k0 + k, ld_, dst + k * nr + j, nr);
   }
   const float* v_;
   int64_t ld_;

@@ -23,6 +23,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "tensor/cpu/simd_transpose.h"
 #include "tensor/parallel.h"
 
 namespace tl::cpu::gemm {
@@ -195,31 +196,9 @@ Isa& current() {
 
 // dst (kc, 8) = 8 rows of A (src[r * rs + k]) transposed, 8 x 8 in registers: A's panel packing is
 // a transposition, and done a float at a time it costs a tenth of a small product (256 x 150 x 2304).
-__attribute__((target("avx2"))) void pack_rows8(const float* src, int64_t rs, int64_t kc, float* dst) {
+__attribute__((target("avx2"), flatten)) void pack_rows8(const float* src, int64_t rs, int64_t kc, float* dst) {
   int64_t k = 0;
-  for (; k + 8 <= kc; k += 8) {
-    __m256 r[8], t[8];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * rs + k);
-#pragma GCC unroll 4
-    for (int i = 0; i < 8; i += 2) {
-      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);      // (r_i k0, r_i+1 k0, r_i k1, r_i+1 k1 | k4, k5)
-      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);  // (k2, k3 | k6, k7)
-    }
-#pragma GCC unroll 2
-    for (int h = 0; h < 8; h += 4) {  // rows h .. h + 3
-      r[h] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);      // k0 | k4
-      r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xEE);  // k1 | k5
-      r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);  // k2 | k6
-      r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);  // k3 | k7
-    }
-    float* d = dst + k * 8;
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      _mm256_storeu_ps(d + j * 8, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
-      _mm256_storeu_ps(d + (j + 4) * 8, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
-    }
-  }
+  for (; k + 8 <= kc; k += 8) transpose8x8(src + k, rs, dst + k * 8, 8);
   for (; k < kc; ++k)
     for (int i = 0; i < 8; ++i) dst[k * 8 + i] = src[i * rs + k];
 }
@@ -378,6 +357,7 @@ PackedA::PackedA(View a, int64_t m, int64_t k) : isa_(active_isa()), m_(m), k_(k
   // The (KC block, panel) pieces are independent: pack them in parallel, about 32K floats a task (a
   // 1024 x 4608 weight is 19 MB; a 16 x 38400 operand is only 2 panels, but 240 blocks).
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / (kc_ * mr_));
+  const bool avx2 = isa_supported(Isa::Avx2);  // for the 8 x 8 transposes of AVX-512's panels
   parallel_for(0, kblocks * panels, grain, [&](int64_t tb, int64_t te) {
     for (int64_t t = tb; t < te; ++t) {
       const int64_t i = t / kblocks, k0 = t % kblocks * kc_, kc = kc_len(k0);  // along each panel's rows
@@ -385,7 +365,7 @@ PackedA::PackedA(View a, int64_t m, int64_t k) : isa_(active_isa()), m_(m), k_(k
       const int64_t rows = std::min(mr_, m_ - i * mr_);
       const float* src = a.p + i * mr_ * a.rs + k0 * a.cs;  // row r is src + r * a.rs
       if (a.cs == 1 && rows == mr_ && mr_ == 4) pack_rows4(src, a.rs, kc, dst);
-      else if (a.cs == 1 && rows == mr_ && mr_ == 8 && isa_supported(Isa::Avx2)) pack_rows8(src, a.rs, kc, dst);
+      else if (a.cs == 1 && rows == mr_ && mr_ == 8 && avx2) pack_rows8(src, a.rs, kc, dst);
       else
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t kk = 0; kk < kc; ++kk) dst[kk * mr_ + r] = src[r * a.rs + kk * a.cs];
