@@ -24,12 +24,13 @@ struct Case {
   int64_t N, C, H, W, O, pad;
 };
 
-// Odd and even sizes, N 1 and 3, paddings 0-2, channels at and above the weight gradient's threshold
-// (128; the forward's is 64); the last two span several blocks of tiles, with blocks and row segments
-// that cross image boundaries.
+// Odd and even sizes, N 1 and 3, paddings 0-2, channels at and above the thresholds (32 under the
+// AVX2 micro-kernel, 64 under AVX-512; the cases below 64 run under AVX2 only); the 22x26 and 25x23
+// cases span several blocks of tiles, with blocks and row segments that cross image boundaries.
 const Case kCases[] = {
-    {1, 128, 9, 11, 128, 1}, {3, 128, 10, 8, 144, 0},  {1, 160, 7, 13, 128, 2},
-    {3, 136, 12, 15, 128, 1}, {3, 128, 22, 26, 128, 1}, {2, 128, 25, 23, 128, 1},
+    {1, 128, 9, 11, 128, 1},  {3, 128, 10, 8, 144, 0}, {1, 160, 7, 13, 128, 2}, {3, 136, 12, 15, 128, 1},
+    {3, 128, 22, 26, 128, 1}, {2, 128, 25, 23, 128, 1}, {2, 64, 21, 19, 64, 1},  {3, 32, 18, 23, 32, 1},
+    {1, 48, 13, 10, 32, 2},   {2, 32, 15, 16, 40, 0},
 };
 
 struct Ref {
@@ -114,8 +115,11 @@ TEST_CASE("Winograd forward, input and weight gradients against float64, as accu
     const int64_t ho = k.H + 2 * k.pad - 2, wo = k.W + 2 * k.pad - 2;
     Tensor R = randn({k.N, k.O, ho, wo});
     const Ref ref = direct(k, x.to_vector<double>(), w.to_vector<double>(), b.to_vector<double>(), R.to_vector<double>());
+    int ran = 0;
     for (gm::Isa isa : isas) {
       gm::set_isa(isa);
+      if (!cpu::winograd_applies(cpu::Stride1Conv{k.N, k.C, k.H, k.W, k.O, 3, 3, k.pad, k.pad})) continue;
+      ++ran;
       INFO(std::string(gm::isa_name(isa)) << " N" << k.N << " C" << k.C << " " << k.H << "x" << k.W << " O" << k.O
                                           << " pad " << k.pad);
       cpu::set_winograd_enabled(false);
@@ -143,6 +147,7 @@ TEST_CASE("Winograd forward, input and weight gradients against float64, as accu
       CHECK(ex < 1e-5);
       CHECK(ew < 1e-5);
     }
+    if (!isas.empty()) CHECK(ran >= 1);  // every case applies under AVX2 at least
   }
 }
 
@@ -166,20 +171,30 @@ TEST_CASE("Winograd under the portable reference micro-kernel") {
   CHECK(ew < 1e-5);
 }
 
-TEST_CASE("Winograd applies to 3x3, stride 1, padding <= 2, 64 (weight gradient 128) to 512 channels") {
+TEST_CASE("Winograd applies to 3x3, stride 1, padding <= 2, 64 (AVX2: 32) to 512 channels") {
   using cpu::Stride1Conv;
-  CHECK(cpu::winograd_applies(Stride1Conv{4, 64, 160, 240, 64, 3, 3, 1, 1}));
-  CHECK(cpu::winograd_applies(Stride1Conv{1, 512, 5, 5, 512, 3, 3, 2, 0}));
-  CHECK_FALSE(cpu::winograd_weight_applies(Stride1Conv{4, 64, 160, 240, 64, 3, 3, 1, 1}));  // dW from 128
-  CHECK(cpu::winograd_weight_applies(Stride1Conv{4, 128, 80, 120, 256, 3, 3, 1, 1}));
-  CHECK_FALSE(cpu::winograd_applies(Stride1Conv{4, 32, 160, 240, 64, 3, 3, 1, 1}));    // few input channels
-  CHECK_FALSE(cpu::winograd_applies(Stride1Conv{4, 64, 160, 240, 32, 3, 3, 1, 1}));    // few output channels
-  CHECK_FALSE(cpu::winograd_applies(Stride1Conv{4, 512, 10, 15, 1024, 3, 3, 1, 1}));  // U past 512 x 512
-  CHECK_FALSE(cpu::winograd_applies(Stride1Conv{4, 64, 160, 240, 64, 1, 1, 0, 0}));    // 1x1
-  CHECK_FALSE(cpu::winograd_applies(Stride1Conv{4, 64, 160, 240, 64, 3, 2, 1, 1}));    // 3x2
-  CHECK_FALSE(cpu::winograd_applies(Stride1Conv{1, 64, 1, 1, 64, 3, 3, 0, 0}));        // no output
-  // A strided convolution keeps its own path.
   Restore restore;
+  CHECK(cpu::winograd_min_channels(gm::Isa::Avx512) == 64);
+  CHECK(cpu::winograd_min_channels(gm::Isa::Avx2) == 32);
+  CHECK(cpu::winograd_min_channels(gm::Isa::Reference) == 32);
+  for (gm::Isa isa : {gm::Isa::Reference, gm::Isa::Avx2, gm::Isa::Avx512}) {
+    if (!gm::isa_supported(isa)) continue;
+    gm::set_isa(isa);
+    INFO(gm::isa_name(isa));
+    const bool wide = isa == gm::Isa::Avx512;
+    CHECK(cpu::winograd_applies(Stride1Conv{4, 64, 160, 240, 64, 3, 3, 1, 1}));
+    CHECK(cpu::winograd_applies(Stride1Conv{1, 512, 5, 5, 512, 3, 3, 2, 0}));
+    CHECK(cpu::winograd_applies(Stride1Conv{4, 32, 80, 120, 32, 3, 3, 1, 1}) == !wide);
+    CHECK(cpu::winograd_applies(Stride1Conv{4, 32, 160, 240, 64, 3, 3, 1, 1}) == !wide);  // 32 input channels
+    CHECK(cpu::winograd_applies(Stride1Conv{4, 64, 160, 240, 32, 3, 3, 1, 1}) == !wide);  // 32 output channels
+    CHECK_FALSE(cpu::winograd_applies(Stride1Conv{4, 16, 160, 240, 32, 3, 3, 1, 1}));     // few input channels
+    CHECK_FALSE(cpu::winograd_applies(Stride1Conv{4, 64, 160, 240, 16, 3, 3, 1, 1}));     // few output channels
+    CHECK_FALSE(cpu::winograd_applies(Stride1Conv{4, 512, 10, 15, 1024, 3, 3, 1, 1}));  // U past 512 x 512
+    CHECK_FALSE(cpu::winograd_applies(Stride1Conv{4, 64, 160, 240, 64, 1, 1, 0, 0}));    // 1x1
+    CHECK_FALSE(cpu::winograd_applies(Stride1Conv{4, 64, 160, 240, 64, 3, 2, 1, 1}));    // 3x2
+    CHECK_FALSE(cpu::winograd_applies(Stride1Conv{1, 64, 1, 1, 64, 3, 3, 0, 0}));        // no output
+  }
+  // A strided convolution keeps its own path.
   cpu::set_winograd_enabled(true);
   Tensor x = randn({1, 64, 9, 9}), w = randn({64, 64, 3, 3});
   const int64_t f0 = cpu::winograd_forward_calls();

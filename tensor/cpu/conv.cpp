@@ -14,11 +14,11 @@
 // rows or channels over the same threads between the GEMMs.
 //
 // float32 runs on the engine's packed GEMM (gemm.h) instead of Eigen, with the weights packed once per
-// call for all the images. 3x3 stride-1 convolutions with 64 to 512 input and output channels take
-// Winograd F(2x2, 3x3) (conv_winograd.h: the forward, hence the stride-1 input gradient, and from 128
-// channels the weight gradient) unless TL_CONV_WINOGRAD=0. Stride-1 convolutions (all of the UNet's 3x3 ones) read the input in place from a
-// zero-padded copy (conv_stride1.h: the forward pass, and a direct weight gradient for rows of 40+
-// pixels); convolutions whose windows tile the input (kernel == stride, no padding: the adjoints of
+// call for all the images. 3x3 stride-1 convolutions with 64 (32 under the AVX2 micro-kernel) to 512
+// input and output channels take Winograd F(2x2, 3x3) (conv_winograd.h: the forward, hence the
+// stride-1 input gradient, and the weight gradient) unless TL_CONV_WINOGRAD=0. Stride-1 convolutions
+// (all of the UNet's 3x3 ones) read the input in place from a zero-padded copy (conv_stride1.h: the
+// forward pass, and a direct weight gradient for rows of 40+ pixels); convolutions whose windows tile the input (kernel == stride, no padding: the adjoints of
 // the UNet's 2x2 stride-2 up-convolutions) build col by space-to-depth copies and their col2im is the
 // inverse copy; other strides pack the input patches straight into the GEMM's B panels (PatchSource,
 // an implicit im2col). float64 (the gradient checks' dtype) stays on the Eigen path above, which is the
@@ -328,7 +328,7 @@ constexpr int64_t kPatchDotMaxWeights = 128 * 256;
 // added in thread order (the same bits for the same thread count).
 void conv2d_backward_weight_f32(const float* grad, const float* x, float* dw, int64_t N, int64_t O, const Geometry& g) {
   const int64_t K = g.rows(), L = g.cols();
-  // 3x3 at stride 1 with 128 to 512 channels: Winograd F(2x2, 3x3).
+  // 3x3 at stride 1 with 64 (AVX2: 32) to 512 channels: Winograd F(2x2, 3x3).
   if (g.p.stride_h == 1 && g.p.stride_w == 1 &&
       conv2d_winograd_backward_weight(grad, x, dw, Stride1Conv{N, g.C, g.H, g.W, O, g.kh, g.kw, g.p.pad_h, g.p.pad_w}))
     return;

@@ -318,15 +318,13 @@ uint32_t transform_input(const float* x, const Stride1Conv& s, const Plan& p, in
 bool winograd_enabled() { return enabled_state(); }
 void set_winograd_enabled(bool on) { enabled_state() = on; }
 
-namespace {
-bool shape_applies(const Stride1Conv& s, int64_t min_channels) {
+int64_t winograd_min_channels(gemm::Isa isa) { return isa == gemm::Isa::Avx512 ? 64 : 32; }
+
+bool winograd_applies(const Stride1Conv& s) {
+  const int64_t min_channels = winograd_min_channels(gemm::active_isa());
   return s.kh == 3 && s.kw == 3 && s.ph >= 0 && s.ph <= 2 && s.pw >= 0 && s.pw <= 2 && s.C >= min_channels &&
          s.O >= min_channels && s.C * s.O <= kWinogradMaxKernels && s.N > 0 && s.ho() > 0 && s.wo() > 0;
 }
-}  // namespace
-
-bool winograd_applies(const Stride1Conv& s) { return shape_applies(s, kWinogradMinChannels); }
-bool winograd_weight_applies(const Stride1Conv& s) { return shape_applies(s, kWinogradMinChannelsWeight); }
 
 int64_t winograd_forward_calls() { return forward_calls.load(); }
 int64_t winograd_backward_weight_calls() { return backward_weight_calls.load(); }
@@ -386,7 +384,7 @@ bool conv2d_winograd_forward(const float* x, const float* w, float* out, const S
 }
 
 bool conv2d_winograd_backward_weight(const float* grad, const float* x, float* dw, const Stride1Conv& s) {
-  if (!winograd_enabled() || !winograd_weight_applies(s)) return false;
+  if (!winograd_enabled() || !winograd_applies(s)) return false;
   const int64_t C = s.C, O = s.O, ho = s.ho(), wo = s.wo();
   const Plan p = plan(s);
   CpuBuffer<float> du(static_cast<size_t>(16 * O * C));  // (16, O, C)

@@ -21,21 +21,24 @@ namespace tl::cpu {
 bool winograd_enabled();
 void set_winograd_enabled(bool on);
 
-// Where it pays, measured on the UNet's layers (2 threads, AVX-512): the forward from 64 input and
-// output channels (at 32 it is even with the direct stride-1 path: the GEMMs, K = C deep, are too
-// thin to pay for the transforms), the weight gradient from 128 (at 64 the direct dot-product kernel
-// is as fast or faster).
-constexpr int64_t kWinogradMinChannels = 64;
-constexpr int64_t kWinogradMinChannelsWeight = 128;
+// Where it pays depends on the GEMM micro-kernel in use (gemm.h): the direct stride-1 kernels it
+// replaces run at that kernel's vector width, the transforms cost about the same at either. Measured
+// on the UNet's layers (2 threads, batch 4), the fewest input and output channels, the same for the
+// forward and the weight gradient:
+// - AVX-512: 64 (at 32 the forward is even with the direct path, the GEMMs being only K = C deep, and
+//   the direct weight gradient is 7-30% faster);
+// - AVX2, and the reference kernel (which has no direct stride-1 kernels): 32 (there the forward is
+//   20-30% faster than the direct path, the weight gradient even at 32 x 32 and 17% faster at
+//   64 x 32; at 16 the weight gradient is 20-40% slower).
+int64_t winograd_min_channels(gemm::Isa isa);
 // The transformed kernels, U (16, O, C), and the weight gradient's dU take 16/9 of the weights' memory
 // each: layers with more than 512 x 512 kernels keep the direct paths, so that the scratch of the
 // widest layers (1024 channels: 64 MB) does not raise the peak memory of a train step.
 constexpr int64_t kWinogradMaxKernels = 512 * 512;
 
-// Whether a convolution of this shape takes the Winograd forward (when enabled and finite), and the
-// Winograd weight gradient.
+// Whether a convolution of this shape takes the Winograd forward and weight gradient (when enabled
+// and finite) under the active micro-kernel, gemm::active_isa().
 bool winograd_applies(const Stride1Conv& s);
-bool winograd_weight_applies(const Stride1Conv& s);
 
 // Calls that completed on the Winograd path since the start of the process: the evidence tests check.
 int64_t winograd_forward_calls();
