@@ -311,6 +311,12 @@ void conv2d_f32(const float* x, const float* w, float* out, int64_t N, int64_t O
 // (measured on the UNet at 160x240, one thread: faster at 60 pixels a row and up, about even at 30,
 // 2-3x slower at 15), and the GEMM path is used.
 constexpr int64_t kDirectMinWidth = 40;
+// The direct kernel keeps 16 float lanes per weight across the whole sum, (O, C*kh*kw, 16), read and
+// written once per band of rows: past this many weights (16 MB of lanes) that traffic outweighs the
+// transposition it saves, and the lanes add to the step's peak memory (a 1024 -> 512 layer's are
+// 302 MB; at 40x60, batch 1, it ran at 113 GFLOP/s against the GEMM path's 190-210, 2 threads,
+// AVX-512), so the GEMM path is used.
+constexpr int64_t kDirectMaxWeights = int64_t{1} << 18;
 
 // Windows that tile the input take the dot-product kernel for the weight gradient from this many
 // output pixels an image, up to this many weights (measured on the UNet's up-convolutions, 2 threads:
@@ -332,8 +338,9 @@ void conv2d_backward_weight_f32(const float* grad, const float* x, float* dw, in
   if (g.p.stride_h == 1 && g.p.stride_w == 1 &&
       conv2d_winograd_backward_weight(grad, x, dw, Stride1Conv{N, g.C, g.H, g.W, O, g.kh, g.kw, g.p.pad_h, g.p.pad_w}))
     return;
-  // Stride 1 with output rows of at least kDirectMinWidth pixels: the direct dot-product kernel.
-  if (g.p.stride_h == 1 && g.p.stride_w == 1 && g.Wo >= kDirectMinWidth &&
+  // Stride 1 with output rows of at least kDirectMinWidth pixels and at most kDirectMaxWeights
+  // weights: the direct dot-product kernel.
+  if (g.p.stride_h == 1 && g.p.stride_w == 1 && g.Wo >= kDirectMinWidth && O * K <= kDirectMaxWeights &&
       conv2d_stride1_backward_weight(grad, x, dw, Stride1Conv{N, g.C, g.H, g.W, O, g.kh, g.kw, g.p.pad_h, g.p.pad_w}))
     return;
   // Windows that tile the input: the direct kernel's dot products, over the pixels, of g[n]'s rows
