@@ -18,11 +18,12 @@
 // input and output channels take Winograd F(2x2, 3x3) (conv_winograd.h: the forward, hence the
 // stride-1 input gradient, and the weight gradient) unless TL_CONV_WINOGRAD=0. Stride-1 convolutions
 // (all of the UNet's 3x3 ones) read the input in place from a zero-padded copy (conv_stride1.h: the
-// forward pass, and a direct weight gradient for rows of 40+ pixels); convolutions whose windows tile the input (kernel == stride, no padding: the adjoints of
-// the UNet's 2x2 stride-2 up-convolutions) build col by space-to-depth copies and their col2im is the
-// inverse copy; other strides pack the input patches straight into the GEMM's B panels (PatchSource,
-// an implicit im2col). float64 (the gradient checks' dtype) stays on the Eigen path above, which is the
-// reference the float32 paths are tested against (tests/test_conv_pool.cpp, every micro-kernel).
+// forward pass, and a direct weight gradient for rows of 40+ pixels); convolutions whose windows tile
+// the input (kernel == stride, no padding: the adjoints of the UNet's 2x2 stride-2 up-convolutions)
+// build col by space-to-depth copies and their col2im is the inverse copy; other strides pack the
+// input patches straight into the GEMM's B panels (PatchSource, an implicit im2col). float64 (the
+// gradient checks' dtype) stays on the Eigen path above, which is the reference the float32 paths are
+// tested against (tests/test_conv_pool.cpp, every micro-kernel).
 #include <Eigen/Core>
 
 #include <algorithm>
